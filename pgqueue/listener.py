@@ -85,6 +85,8 @@ class Listener(threading.Thread):
                     self._wake()
                     self._listen(conn)
             except psycopg.Error as exc:
+                # Even a first attempt that failed makes the next success a reconnection.
+                first = False
                 self.connected.clear()
                 if self._stop_event.is_set():
                     break
