@@ -6,6 +6,8 @@ import psycopg
 import pytest
 from django.db import connections
 
+from pgqueue.drivers import close_drivers
+
 
 def conninfo(alias: str = "default") -> dict:
     """psycopg.connect() keyword arguments for a Django database alias (the test database)."""
@@ -19,8 +21,10 @@ def conninfo(alias: str = "default") -> dict:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_stray_backends_at_teardown(django_db_setup, django_db_blocker) -> Iterator[None]:
-    """Terminate backends that killed worker processes left behind, so the test database can be dropped."""
+    """Close this process's pools, and terminate backends that killed worker processes left
+    behind, so the test database can be dropped."""
     yield
+    close_drivers()
     with django_db_blocker.unblock(), psycopg.connect(**conninfo(), autocommit=True) as conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
