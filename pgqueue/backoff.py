@@ -1,6 +1,19 @@
-"""Capped, jittered exponential delays for reconnecting and retrying database calls."""
+"""Capped, jittered exponential delays for reconnecting and retrying."""
 
 import random
+
+# 2**100 times any positive base is beyond every sensible cap; stopping the exponent
+# there keeps the arithmetic finite however many failures there have been.
+_MAX_EXPONENT = 100
+
+
+def jittered_delay(base: float, cap: float, exponent: int) -> float:
+    """``min(cap, base * 2**exponent)`` seconds, drawn from [delay/2, delay].
+
+    The same formula as pgqueue.fail_v1's retry delay, so SQLite retries like PostgreSQL.
+    """
+    delay = min(cap, base * 2 ** min(max(exponent, 0), _MAX_EXPONENT))
+    return delay * (0.5 + random.random() / 2)
 
 
 class Backoff:
@@ -13,9 +26,9 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The delay before the next try; grows with each call until reset()."""
-        delay = min(self.cap, self.base * 2**self.failures)
+        delay = jittered_delay(self.base, self.cap, self.failures)
         self.failures += 1
-        return random.uniform(delay / 2, delay)
+        return delay
 
     def reset(self) -> None:
         self.failures = 0

@@ -26,7 +26,6 @@ for applications that write from several processes).
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,7 +39,7 @@ from django.db.models.functions import Substr
 from django.utils import timezone
 
 from pgqueue import validation
-from pgqueue.backoff import Backoff
+from pgqueue.backoff import Backoff, jittered_delay
 from pgqueue.conf import DEFAULT_MAX_ATTEMPTS
 from pgqueue.drivers.base import ClaimedJob, Driver, Enqueued, NewJob
 from pgqueue.exceptions import InvalidJob, JobNotFound, WorkerNotRegistered
@@ -526,9 +525,7 @@ class SQLiteDriver(Driver):
                 {**error, "attempt": job.attempts, "worker_id": str(worker), "at": now.isoformat()},
             ]
             if retry and job.attempts < job.max_attempts:
-                delay = min(backoff_max, backoff_base * 2 ** (job.attempts - 1)) * (
-                    0.5 + random.random() / 2
-                )
+                delay = jittered_delay(backoff_base, backoff_max, job.attempts - 1)
                 job.status = JobStatus.SCHEDULED
                 job.run_after = now + timedelta(seconds=delay)
                 job.finished_at = None

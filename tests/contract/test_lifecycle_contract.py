@@ -258,6 +258,18 @@ def test_fail_retries_with_capped_exponential_backoff_and_jitter(alias, driver, 
         assert datetime.fromisoformat(error["at"]) <= timezone.now()
 
 
+def test_backoff_stays_at_its_cap_after_thousands_of_attempts(alias, driver, jobs):
+    job_id = enqueue(max_attempts=5000)
+    jobs.filter(pk=job_id).update(attempts=2999)
+    worker = register(driver)
+    assert claim_one(driver, worker).attempt == 3000
+    before = timezone.now()
+    status = driver.fail(worker, job_id, 3000, ERROR, retry=True, backoff_base=5, backoff_max=60)
+    assert status == "scheduled"
+    row = jobs.get(pk=job_id)
+    assert before + timedelta(seconds=30) <= row.run_after <= timezone.now() + timedelta(seconds=60)
+
+
 def test_the_last_attempt_fails_for_good(alias, driver, jobs):
     job_id = enqueue(max_attempts=2)
     worker = register(driver)
