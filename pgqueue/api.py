@@ -305,13 +305,10 @@ def cancel(job_id: int) -> bool:
 def retry(job_id: int, extra_attempts: int = 1) -> bool:
     """Requeue a failed or cancelled job with ``extra_attempts`` more attempts."""
     _check_job_id(job_id, "pgqueue.retry")
-    if (
-        not isinstance(extra_attempts, int)
-        or isinstance(extra_attempts, bool)
-        or extra_attempts < 1
-    ):
+    if not validation.is_attempt_count(extra_attempts):
         raise InvalidJob(
-            f"pgqueue.retry: extra_attempts must be a whole number of at least 1, got {extra_attempts!r}"
+            f"pgqueue.retry: extra_attempts must be a whole number from 1 to "
+            f"{validation.MAX_ATTEMPTS_LIMIT}, got {extra_attempts!r}"
         )
     return get_driver(get_settings().database).retry(job_id, extra_attempts)
 

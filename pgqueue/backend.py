@@ -20,6 +20,7 @@ from django.tasks.exceptions import InvalidTask
 
 from pgqueue import registry
 from pgqueue.queues import QUEUE_NAME_RULE, is_valid_queue_name
+from pgqueue.validation import MAX_ATTEMPTS_LIMIT, is_attempt_count
 
 _REFRESHED_EXTRAS = ("job_status", "output", "max_attempts", "run_after")
 
@@ -174,11 +175,10 @@ class PgQueueBackend(BaseTaskBackend):
         if not is_valid_queue_name(task.queue_name):
             raise InvalidTask(f"queue_name {task.queue_name!r} is invalid: {QUEUE_NAME_RULE}.")
         max_attempts = getattr(task, "max_attempts", None)
-        if max_attempts is not None and (
-            not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
-        ):
+        if max_attempts is not None and not is_attempt_count(max_attempts):
             raise InvalidTask(
-                f"max_attempts must be a whole number of at least 1, got {max_attempts!r}."
+                f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, "
+                f"got {max_attempts!r}."
             )
         timeout = getattr(task, "timeout", None)
         if timeout is not None and (

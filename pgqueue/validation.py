@@ -24,6 +24,8 @@ MAX_TASK_PATH_LENGTH = 255
 MAX_PAYLOAD_BYTES = 1_048_576
 MIN_PRIORITY, MAX_PRIORITY = -100, 100
 MAX_UNIQUE_KEY_LENGTH = 255
+# Far beyond any sensible retry policy, and small enough that attempts + extra stays an integer.
+MAX_ATTEMPTS_LIMIT = 1_000_000
 
 
 def _jsonb_text_bytes(value: Any) -> int:
@@ -90,9 +92,10 @@ def new_job(
         raise InvalidJob(
             f"{where}: run_after must be a datetime, a timedelta or None, got {type(run_after).__name__}"
         )
-    if max_attempts is not None and (not _is_whole_number(max_attempts) or max_attempts < 1):
+    if max_attempts is not None and not is_attempt_count(max_attempts):
         raise InvalidJob(
-            f"{where}: max_attempts must be a whole number of at least 1, got {max_attempts!r}"
+            f"{where}: max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, "
+            f"got {max_attempts!r}"
         )
     if unique_key is not None and (
         not isinstance(unique_key, str) or not 1 <= len(unique_key) <= MAX_UNIQUE_KEY_LENGTH
@@ -111,3 +114,8 @@ def new_job(
         max_attempts=max_attempts,
         unique_key=unique_key,
     )
+
+
+def is_attempt_count(value: object) -> bool:
+    """A max_attempts or extra_attempts value: a whole number from 1 to MAX_ATTEMPTS_LIMIT."""
+    return _is_whole_number(value) and 1 <= value <= MAX_ATTEMPTS_LIMIT

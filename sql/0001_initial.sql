@@ -211,9 +211,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = format('%s: run_after must be a finite timestamp, got %s', p_where, p_run_after);
     END IF;
-    IF p_max_attempts IS NOT NULL AND p_max_attempts < 1 THEN
+    IF p_max_attempts IS NOT NULL AND p_max_attempts NOT BETWEEN 1 AND 1000000 THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('%s: max_attempts must be at least 1, got %s', p_where, p_max_attempts);
+            MESSAGE = format('%s: max_attempts must be from 1 to 1000000, got %s', p_where, p_max_attempts);
     END IF;
     IF p_unique_key IS NOT NULL AND length(p_unique_key) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
@@ -375,11 +375,11 @@ BEGIN
 
     v_value := coalesce(p_job -> 'max_attempts', 'null');
     IF jsonb_typeof(v_value) = 'number' AND v_value::numeric = trunc(v_value::numeric)
-       AND v_value::numeric BETWEEN 1 AND 2147483647 THEN
+       AND v_value::numeric BETWEEN 1 AND 1000000 THEN
         max_attempts := v_value::numeric::integer;
     ELSIF jsonb_typeof(v_value) <> 'null' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('%s: max_attempts must be a whole number of at least 1, got %s', p_where, v_value);
+            MESSAGE = format('%s: max_attempts must be a whole number from 1 to 1000000, got %s', p_where, v_value);
     END IF;
 
     v_value := coalesce(p_job -> 'run_after', 'null');
@@ -676,6 +676,10 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = format('pgqueue.claim_v1: limit must be from 1 to 1000, got %s',
                              coalesce(p_limit::text, 'NULL'));
+    END IF;
+    IF p_worker_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'pgqueue.claim_v1: worker_id is required, got NULL';
     END IF;
     PERFORM 1 FROM @tables@.pgqueue_worker w WHERE w.id = p_worker_id;
     IF NOT FOUND THEN
@@ -988,9 +992,9 @@ AS $$
 DECLARE
     v_queue text;
 BEGIN
-    IF extra_attempts IS NULL OR extra_attempts < 1 THEN
+    IF extra_attempts IS NULL OR extra_attempts NOT BETWEEN 1 AND 1000000 THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('pgqueue.retry: extra_attempts must be at least 1, got %s',
+            MESSAGE = format('pgqueue.retry: extra_attempts must be from 1 to 1000000, got %s',
                              coalesce(extra_attempts::text, 'NULL'));
     END IF;
     BEGIN

@@ -612,9 +612,11 @@ class SQLiteDriver(Driver):
 
     def retry(self, job_id: int, extra_attempts: int = 1) -> bool:
         where = "pgqueue.retry"
-        if extra_attempts is None or extra_attempts < 1:
+        if extra_attempts is None or not 1 <= extra_attempts <= validation.MAX_ATTEMPTS_LIMIT:
             shown = "NULL" if extra_attempts is None else extra_attempts
-            raise _invalid(f"{where}: extra_attempts must be at least 1, got {shown}")
+            raise _invalid(
+                f"{where}: extra_attempts must be from 1 to {validation.MAX_ATTEMPTS_LIMIT}, got {shown}"
+            )
 
         def retry() -> bool:
             try:

@@ -36,7 +36,12 @@ from tests.testapp.tasks import add, flaky
         (
             lambda: pgqueue.enqueue(add, max_attempts=0),
             InvalidJob,
-            "max_attempts must be a whole number of at least 1",
+            "max_attempts must be a whole number from 1 to 1000000",
+        ),
+        (
+            lambda: pgqueue.enqueue(add, max_attempts=2**40),
+            InvalidJob,
+            "max_attempts must be a whole number from 1 to 1000000, got 1099511627776",
         ),
         (
             lambda: pgqueue.enqueue(add, run_after=datetime(2030, 1, 1)),

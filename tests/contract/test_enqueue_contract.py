@@ -89,7 +89,7 @@ BAD_INPUT = [
     (
         {"max_attempts": 0},
         InvalidJob,
-        "pgqueue.enqueue: max_attempts must be a whole number of at least 1, got 0",
+        "pgqueue.enqueue: max_attempts must be a whole number from 1 to 1000000, got 0",
     ),
     (
         {"run_after": datetime(2030, 1, 1)},

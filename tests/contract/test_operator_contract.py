@@ -67,8 +67,12 @@ def test_retry_refuses_jobs_that_are_not_failed_or_cancelled(alias, driver, jobs
     driver.complete(worker, [(succeeded, 1, "x")])
     assert [pgqueue.retry(i) for i in (ready, running, succeeded)] == [False, False, False]
     assert jobs.get(pk=succeeded).result == "x"
-    with pytest.raises(InvalidJob, match="extra_attempts must be a whole number of at least 1"):
-        pgqueue.retry(succeeded, 0)
+    for extra in (0, 1_000_001, 2**40):
+        with pytest.raises(
+            InvalidJob,
+            match=f"extra_attempts must be a whole number from 1 to 1000000, got {extra}",
+        ):
+            pgqueue.retry(succeeded, extra)
 
 
 def test_retry_will_not_duplicate_a_unique_key(alias, jobs):

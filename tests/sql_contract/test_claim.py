@@ -143,6 +143,15 @@ def test_null_selectors_are_rejected(pg, worker):
         pg.execute("SELECT * FROM pgqueue.claim_v1(%s, NULL, 5)", (worker,))
 
 
+def test_a_null_worker_is_rejected_by_name(pg):
+    enqueue(pg)
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue, match="worker_id is required, got NULL"
+    ):
+        pg.execute("SELECT * FROM pgqueue.claim_v1(NULL, '{*}', 5)")
+    assert scalar(pg, "SELECT count(*) FROM pgqueue_job WHERE status = 'running'") == 0
+
+
 def test_bad_limit_is_rejected(pg, worker, subtests):
     enqueue(pg)
     for limit in (0, -1, 1001, None):

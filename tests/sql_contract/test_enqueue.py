@@ -152,9 +152,10 @@ BAD_ARGUMENTS = [
     ({"priority": -101}, "priority must be a whole number from -100 to 100, got -101"),
     ({"priority": 32768}, "priority"),
     ({"priority": None}, "priority must be a whole number from -100 to 100, got NULL"),
-    # max_attempts: at least 1 (NULL means the default).
-    ({"max_attempts": 0}, "max_attempts must be at least 1, got 0"),
-    ({"max_attempts": -1}, "max_attempts must be at least 1, got -1"),
+    # max_attempts: 1 to 1000000 (NULL means the default).
+    ({"max_attempts": 0}, "max_attempts must be from 1 to 1000000, got 0"),
+    ({"max_attempts": -1}, "max_attempts must be from 1 to 1000000, got -1"),
+    ({"max_attempts": 1000001}, "max_attempts must be from 1 to 1000000, got 1000001"),
     # run_after: finite.
     ({"run_after": "infinity"}, "run_after must be a finite timestamp"),
     ({"run_after": "-infinity"}, "run_after must be a finite timestamp"),
@@ -205,7 +206,7 @@ VALUES_AT_THE_LIMITS = [
     {"priority": 100},
     {"priority": -100},
     {"max_attempts": 1},
-    {"max_attempts": 2_147_483_647},
+    {"max_attempts": 1_000_000},
     {"unique_key": "k"},
     {"unique_key": "k" * 255},
     {"unique_key": "caf\u00e9 \u2603 any text; at all"},

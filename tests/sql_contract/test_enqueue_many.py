@@ -94,6 +94,7 @@ BAD_CALLS = [
     ([{"task_path": "a.b", "max_attempts": "3"}], r"jobs\[0\]: max_attempts"),
     ([{"task_path": "a.b", "max_attempts": 2.5}], r"jobs\[0\]: max_attempts"),
     ([{"task_path": "a.b", "max_attempts": 1e10}], r"jobs\[0\]: max_attempts"),
+    ([{"task_path": "a.b", "max_attempts": 1000001}], r"jobs\[0\]: max_attempts .* 1000000"),
     ([{"task_path": "a.b", "run_after": "tomorrow-ish"}], r"jobs\[0\]: run_after .* ISO 8601"),
     ([{"task_path": "a.b", "run_after": 12}], r"jobs\[0\]: run_after must be .* string"),
     ([{"task_path": "a.b", "run_after": "infinity"}], r"jobs\[0\]: run_after .* finite"),

@@ -133,12 +133,12 @@ class TestRetry:
         assert retry(pg, job_id) is False
         assert job(pg, job_id) == before
 
-    @pytest.mark.parametrize("extra", [0, -1, None])
-    def test_extra_attempts_must_be_at_least_1(self, pg, extra):
+    @pytest.mark.parametrize("extra", [0, -1, None, 1000001])
+    def test_extra_attempts_must_be_from_1_to_a_million(self, pg, extra):
         job_id = enqueue(pg)
         cancel(pg, job_id)
         with pytest.raises(
-            psycopg.errors.InvalidParameterValue, match="extra_attempts must be at least 1"
+            psycopg.errors.InvalidParameterValue, match="extra_attempts must be from 1 to 1000000"
         ):
             retry(pg, job_id, extra)
         assert job(pg, job_id)["status"] == "cancelled"
