@@ -61,6 +61,7 @@ class WorkerSettings:
     max_jobs: int | None = None
     listen: bool = True
     prune_after: float | None = None
+    vacuum_threshold: int = 10_000
     allowed_tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -98,6 +99,16 @@ class WorkerSettings:
                 self,
                 "prune_after",
                 _positive_number("prune_after", self.prune_after, allow_zero=True),
+            )
+        if (
+            isinstance(self.vacuum_threshold, bool)
+            or not isinstance(self.vacuum_threshold, int)
+            or self.vacuum_threshold < 0
+        ):
+            raise SettingError(
+                "vacuum_threshold",
+                f"must be a whole number of dead rows, or 0 to leave vacuuming to autovacuum, "
+                f"got {self.vacuum_threshold!r}",
             )
         if self.isolation not in ("thread", "process"):
             raise SettingError(

@@ -55,6 +55,9 @@ _DB_ERRORS: tuple[type[BaseException], ...] = (
 #: Exit statuses of ``run()``.
 EXIT_OK = 0
 EXIT_IMMEDIATE = 1
+# Seconds between prunes (with PRUNE_AFTER set), and rows deleted per prune transaction.
+PRUNE_EVERY = 10.0
+PRUNE_BATCH = 10_000
 
 
 class Worker:
@@ -219,6 +222,11 @@ class Worker:
         )
         heartbeat.start()
         self._threads.append(heartbeat)
+        maintenance = threading.Thread(
+            target=self._maintenance_loop, name="pgqueue-maintenance", daemon=True
+        )
+        maintenance.start()
+        self._threads.append(maintenance)
         if self.driver.supports_notify and self.settings.listen:
             from pgqueue.drivers.postgresql import connection_kwargs
             from pgqueue.listener import Listener
@@ -406,7 +414,6 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
-        last_prune = 0.0
         while not self._stopped_claiming.wait(interval):
             worker_id = self.worker_id
             assert worker_id is not None
@@ -420,13 +427,37 @@ class Worker:
                 reaped = self.driver.reap(self.settings.orphan_after)
                 if reaped:
                     logger.warning("reaped %d job(s) of dead workers", reaped)
-                if self.settings.prune_after is not None and self.clock() - last_prune >= 60:
-                    last_prune = self.clock()
-                    pruned = self.driver.prune(self.settings.prune_after, 10_000)
-                    if pruned:
-                        logger.info("pruned %d finished job(s)", pruned)
             except _DB_ERRORS as exc:
                 logger.warning("heartbeat failed (%s); will retry", exc)
+
+    def _maintenance_loop(self) -> None:
+        """Prune finished jobs and vacuum the job table, in a thread of its own so that a
+        long VACUUM never delays a heartbeat."""
+        last_prune = -PRUNE_EVERY
+        while not self._stopped_claiming.wait(self.settings.heartbeat_interval):
+            try:
+                if self.settings.prune_after is not None and (
+                    self.clock() - last_prune >= PRUNE_EVERY
+                ):
+                    last_prune = self.clock()
+                    self._prune(self.settings.prune_after)
+                if self.settings.vacuum_threshold:
+                    dead = self.driver.vacuum_if_bloated(self.settings.vacuum_threshold)
+                    if dead is not None:
+                        logger.info("vacuumed the job table (%d dead rows)", dead)
+            except _DB_ERRORS as exc:
+                logger.warning("maintenance failed (%s); will retry", exc)
+
+    def _prune(self, older_than: float) -> None:
+        """Delete every job finished long enough ago, in short transactions of PRUNE_BATCH."""
+        total = 0
+        while not self._stopped_claiming.is_set():
+            pruned = self.driver.prune(older_than, PRUNE_BATCH)
+            total += pruned
+            if pruned < PRUNE_BATCH:
+                break
+        if total:
+            logger.info("pruned %d finished job(s)", total)
 
     # Shutdown ------------------------------------------------------------------
 

@@ -151,5 +151,10 @@ class Driver(ABC):
     def prune(self, older_than: float, max_jobs: int | None = None) -> int:
         """Delete jobs finished more than ``older_than`` seconds ago; return how many."""
 
+    def vacuum_if_bloated(self, dead_rows: int) -> int | None:
+        """Vacuum the job table if it holds at least ``dead_rows`` dead rows; return how many
+        it held, or None when it did not vacuum. Only PostgreSQL needs this."""
+        return None
+
     def close(self) -> None:  # noqa: B027 (a default for drivers without connections of their own)
         """Release the driver's own connections (worker side)."""

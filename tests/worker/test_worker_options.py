@@ -65,6 +65,8 @@ def test_no_listen_still_processes_everything(run_burst):
         (["--poll-interval", "-1"], "--poll-interval must be positive"),
         (["--batch-size", "5000"], "--batch-size must be at most 1000"),
         (["--poll-interval", "soon"], "--poll-interval: 'soon' is not a number of seconds"),
+        (["--vacuum-threshold", "-1"], "--vacuum-threshold must be a whole number of dead rows"),
+        (["--prune-after", "-5"], "--prune-after must"),
     ],
 )
 def test_bad_options_are_rejected_before_anything_is_claimed(worker_env, args, message):

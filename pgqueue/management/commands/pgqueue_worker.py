@@ -89,6 +89,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-listen", action="store_true", help="do not LISTEN for notifications; poll only"
         )
+        parser.add_argument(
+            "--prune-after",
+            type=_seconds,
+            help="delete jobs that finished more than this many seconds ago (default: keep them)",
+        )
+        parser.add_argument(
+            "--vacuum-threshold",
+            type=int,
+            help="vacuum the job table when it holds this many dead rows; 0 never "
+            f"(default {d.vacuum_threshold})",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         settings = self._settings(options)
@@ -122,6 +133,8 @@ class Command(BaseCommand):
                 "heartbeat_interval",
                 "orphan_after",
                 "shutdown_timeout",
+                "prune_after",
+                "vacuum_threshold",
             )
             if options.get(name) is not None
         }
