@@ -1,5 +1,6 @@
 """pgqueue.enqueue_many: ids in input order, enqueue()'s defaults, all-or-nothing validation."""
 
+import json
 from datetime import UTC, datetime
 
 import psycopg
@@ -54,6 +55,37 @@ def test_a_missing_key_takes_enqueues_default(pg):
         3,
     )
     assert (from_many["args"], from_many["kwargs"], from_many["status"]) == ([], {}, "ready")
+
+
+AT_THE_LIMITS = [
+    {"task_path": "a" * 127 + "." + "b" * 127},
+    {"task_path": "a.b", "queue_name": "q" * 64},
+    {"task_path": "a.b", "queue_name": "Az09_.:-"},
+    {"task_path": "a.b", "priority": -100},
+    {"task_path": "a.b", "priority": 100},
+    {"task_path": "a.b", "priority": 7.0},
+    {"task_path": "a.b", "max_attempts": 1},
+    {"task_path": "a.b", "max_attempts": 1_000_000},
+    {"task_path": "a.b", "args": ["x" * 1000], "kwargs": {"k": [1, {"n": None}]}},
+]
+
+
+def test_values_at_the_limits_are_stored_as_enqueue_stores_them(pg, subtests):
+    """Most jobs take enqueue_many's one-query path, the rest _job_from_json: both must
+    store exactly what enqueue() stores."""
+    differing = {"id", "enqueued_at", "run_after"}
+    for spec in AT_THE_LIMITS:
+        with subtests.test(spec=repr(spec)[:70]):
+            [many] = enqueue_many(pg, [spec])
+            named = {
+                k: json.dumps(v) if k in ("args", "kwargs") else v
+                for k, v in spec.items()
+                if k != "task_path"
+            }
+            single = enqueue(pg, spec["task_path"], **named)
+            from_many = {k: v for k, v in job(pg, many).items() if k not in differing}
+            from_single = {k: v for k, v in job(pg, single).items() if k not in differing}
+            assert from_many == from_single
 
 
 def test_json_null_means_the_default_where_enqueue_takes_null(pg):
