@@ -366,8 +366,8 @@ class Worker:
             done = self.driver.complete(
                 worker_id, [(r.job.id, r.job.attempt, o.result) for r, o in items]
             )
+            _forget(pending, items)
             for running, outcome in items:
-                pending.remove((running, outcome))
                 self._finish(running, outcome, "succeeded" if running.job.id in done else None)
         for running, outcome in list(pending):
             assert outcome.error is not None
@@ -380,7 +380,7 @@ class Worker:
                 backoff_base=self.settings.backoff_base,
                 backoff_max=self.settings.backoff_max,
             )
-            pending.remove((running, outcome))
+            _forget(pending, [(running, outcome)])
             self._finish(running, outcome, status)
 
     def _finish(self, running: RunningJob, outcome: Outcome, status: str | None) -> None:
@@ -393,7 +393,9 @@ class Worker:
                 outcome.summary,
             )
         else:
-            level = logging.INFO if outcome.succeeded else logging.WARNING
+            # One line per job at INFO would cost a busy worker more than running no-op
+            # jobs does; successes are DEBUG (-v 2), failures and retries WARNING.
+            level = logging.DEBUG if outcome.succeeded else logging.WARNING
             logger.log(
                 level,
                 "job %s %s queue=%s attempt=%d/%d %.3fs %s -> %s",
@@ -513,3 +515,12 @@ class Worker:
 def _is_connection_problem(exc: SchemaVersionMismatch) -> bool:
     """Whether the version check failed because the database could not be reached."""
     return isinstance(exc.__cause__, _DB_ERRORS)
+
+
+def _forget(
+    pending: list[tuple[RunningJob, Outcome]], written: list[tuple[RunningJob, Outcome]]
+) -> None:
+    """Drop the written outcomes from ``pending``, by identity: comparing the dataclasses
+    field by field, as list.remove would, made each batch of n outcomes cost n² compares."""
+    gone = {id(running) for running, _ in written}
+    pending[:] = [item for item in pending if id(item[0]) not in gone]

@@ -9,7 +9,10 @@ it, so a terminated backend is replaced instead of failing a job.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -23,6 +26,8 @@ from psycopg_pool import ConnectionPool
 from pgqueue.drivers.base import ClaimedJob, Driver, Enqueued, NewJob
 from pgqueue.exceptions import JobNotFound, WorkerNotRegistered
 from pgqueue.models import Job
+
+logger = logging.getLogger("pgqueue.worker")
 
 # now() is the transaction's start, which is what enqueue stores as enqueued_at.
 _ENQUEUE = """
@@ -50,7 +55,11 @@ _DATABASE_NOW = "SELECT statement_timestamp()"
 # Maintenance of the job table: the statistics collector's dead-row estimate, and a
 # VACUUM that never waits for another one (SKIP_LOCKED) and always cleans the indexes,
 # since the dead entries at the head of the ready index are what slows claims down.
-_DEAD_ROWS = "SELECT coalesce(n_dead_tup, 0) FROM pg_stat_user_tables WHERE relid = %s::regclass"
+_DEAD_ROWS = """
+SELECT coalesce(s.n_dead_tup, 0), pg_has_role(c.relowner, 'USAGE')
+  FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+ WHERE c.oid = %s::regclass
+"""
 _VACUUM = "VACUUM (INDEX_CLEANUP ON, SKIP_LOCKED) {}"
 
 #: The LISTEN channel; versioned with the SQL API that sends on it.
@@ -79,6 +88,33 @@ def _split_run_after(
     return run_after, None
 
 
+#: A pooled connection that sat idle longer than this is pinged before it is lent out.
+PING_IF_IDLE_FOR = 1.0
+
+
+class _PingIfIdle:
+    """The pool's check and reset callbacks: ping only connections that sat idle.
+
+    A connection idle for a while may have been cut (a server restart, a terminated
+    backend), and lending it out unchecked would fail a call. One in constant use does
+    not need it: its next statement finds a broken link just as well, and every caller
+    retries. A ping on every checkout doubled the round trips of a busy worker.
+    """
+
+    def __init__(self) -> None:
+        self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def returned(self, conn: psycopg.Connection) -> None:
+        self._returned_at[conn] = time.monotonic()
+
+    def check(self, conn: psycopg.Connection) -> None:
+        returned_at = self._returned_at.get(conn)
+        if returned_at is None or time.monotonic() - returned_at > PING_IF_IDLE_FOR:
+            ConnectionPool.check_connection(conn)
+
+
 class PostgresDriver(Driver):
     """Queue operations through the pgqueue.* SQL functions."""
 
@@ -89,6 +125,8 @@ class PostgresDriver(Driver):
         self._pool_size = pool_size
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
+        self._warned_vacuum = False
+        self._ping_if_idle = _PingIfIdle()
 
     # Connections -----------------------------------------------------------
 
@@ -101,7 +139,8 @@ class PostgresDriver(Driver):
                     kwargs={**connection_kwargs(self.alias), "autocommit": True},
                     min_size=1,
                     max_size=self._pool_size,
-                    check=ConnectionPool.check_connection,
+                    check=self._ping_if_idle.check,
+                    reset=self._ping_if_idle.returned,
                     # Wait this long for a connection, then raise PoolTimeout: callers retry
                     # with backoff, and a stopping worker is not held up by a dead database.
                     timeout=5.0,
@@ -280,9 +319,17 @@ class PostgresDriver(Driver):
     def vacuum_if_bloated(self, dead_rows: int) -> int | None:
         table = Job._meta.db_table
         with self.pool.connection() as conn:
-            row = conn.execute(_DEAD_ROWS, (table,)).fetchone()
-            dead = row[0] if row else 0
+            dead, may_vacuum = conn.execute(_DEAD_ROWS, (table,)).fetchone()
             if dead < dead_rows:
+                return None
+            if not may_vacuum:
+                if not self._warned_vacuum:
+                    self._warned_vacuum = True
+                    logger.warning(
+                        "cannot vacuum %s: this role does not own it; autovacuum must keep up "
+                        "(or set VACUUM_THRESHOLD to 0 to silence this)",
+                        table,
+                    )
                 return None
             conn.execute(psycopg.sql.SQL(_VACUUM).format(psycopg.sql.Identifier(table)))
             return dead
