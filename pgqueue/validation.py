@@ -28,12 +28,17 @@ MAX_UNIQUE_KEY_LENGTH = 255
 MAX_ATTEMPTS_LIMIT = 1_000_000
 
 
-def _jsonb_text_bytes(value: Any) -> int:
-    """Bytes of ``value`` as PostgreSQL prints jsonb (``jsonb::text``), the size _check_job limits.
+def _jsonb_text_bytes(value: Any, path: str) -> int:
+    """Bytes of ``value`` as PostgreSQL prints jsonb (``jsonb::text``), the size _check_job
+    limits; TypeError naming the first part of ``value`` that is not JSON.
 
     jsonb's text puts a space after every ',' and ':', so compact JSON would undercount.
     """
-    return len(json.dumps(value, separators=(", ", ": "), ensure_ascii=False).encode())
+    problem = jsonutil.find_non_json(value, path)
+    if problem is not None:
+        raise TypeError(problem)
+    text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _is_whole_number(value: Any) -> bool:
@@ -67,9 +72,8 @@ def new_job(
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, dict):
         raise TypeError(f"{where}: kwargs must be a dict, got {type(kwargs).__name__}")
-    jsonutil.dumps(list(args), "args")  # TypeError naming a part that is not JSON
-    jsonutil.dumps(kwargs, "kwargs")
-    size = _jsonb_text_bytes(list(args)) + _jsonb_text_bytes(kwargs)
+    args = list(args)
+    size = _jsonb_text_bytes(args, "args") + _jsonb_text_bytes(kwargs, "kwargs")
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidJob(
             f"{where}: args and kwargs together are {size} bytes of JSON, over the limit of "
@@ -106,7 +110,7 @@ def new_job(
         )
     return NewJob(
         task_path=task_path,
-        args=list(args),
+        args=args,
         kwargs=kwargs,
         queue_name=queue_name,
         priority=priority,
