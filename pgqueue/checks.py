@@ -89,8 +89,8 @@ def sql_version_check(app_configs=None, databases=None, **kwargs):
         if _has_unapplied_migrations(alias):
             return [
                 checks.Warning(
-                    f"pgqueue migrations are pending in database {alias!r}, so its SQL API is not "
-                    f"the version this code expects yet ({exc}); 'manage.py migrate' installs it",
+                    f"pgqueue migrations are pending in database {alias!r}; 'manage.py migrate' "
+                    "installs the SQL API version this code expects",
                     id="pgqueue.W002",
                 )
             ]
