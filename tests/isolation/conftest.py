@@ -1,17 +1,18 @@
 """Real worker processes (settings: tests/isolation/settings.py), their child processes, and deadlines."""
 
+import functools
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from pgqueue.models import Job
+from tests.worker.conftest import WorkerProcess as BaseWorkerProcess
+from tests.worker.conftest import job, status  # noqa: F401 (used by the tests here)
+from tests.worker.conftest import wait_for as _wait_for
 
 FAST = [
     "--poll-interval",
@@ -25,19 +26,11 @@ FAST = [
 ]
 
 
-class WorkerProcess:
-    """A ``pgqueue_worker`` subprocess whose log goes to a file."""
+class WorkerProcess(BaseWorkerProcess):
+    """A ``pgqueue_worker`` subprocess that also tracks the child processes it starts."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str]):
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", "pgqueue_worker", "-v", "2", *args],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.pid = self.process.pid
+        super().__init__(args, log_path, env)
         self._seen: set[int] = set()
 
     def children(self) -> set[int]:
@@ -52,32 +45,16 @@ class WorkerProcess:
         self._seen |= found
         return found
 
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
     def alive(self) -> bool:
         return self.process.poll() is None
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
-
-    def wait(self, timeout: float = 30) -> int:
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker {self.pid} did not exit within {timeout}s; log:\n{self.log}")
 
     def stop(self) -> None:
         """Kill the worker and any child process of it that a failed test left behind (by PID)."""
         self.children()
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        super().stop()
         for pid in self._seen:
             if is_alive(pid) and _is_python(pid):
                 os.kill(pid, signal.SIGKILL)
-        self._log.close()
 
 
 @pytest.fixture
@@ -108,22 +85,8 @@ def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]
         worker.stop()
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float = 30, what: str, worker=None) -> None:
-    """Poll until ``predicate()`` is true, or fail (showing the worker's log)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            log = f"\nworker log:\n{worker.log}" if worker is not None else ""
-            pytest.fail(f"timed out after {timeout}s waiting for {what}{log}")
-        time.sleep(0.03)
-
-
-def job(job_id) -> Job:
-    return Job.objects.get(pk=int(job_id))
-
-
-def status(job_id) -> str:
-    return job(job_id).status
+# Process-isolation tests start child processes: give every wait a little longer.
+wait_for = functools.partial(_wait_for, timeout=30)
 
 
 def _stat(pid: int) -> list[str] | None:
