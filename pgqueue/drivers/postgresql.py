@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import threading
 import time
 import weakref
@@ -93,12 +94,13 @@ PING_IF_IDLE_FOR = 1.0
 
 
 class _PingIfIdle:
-    """The pool's check and reset callbacks: ping only connections that sat idle.
+    """The pool's check and reset callbacks: ping a connection only when it may be dead.
 
-    A connection idle for a while may have been cut (a server restart, a terminated
-    backend), and lending it out unchecked would fail a call. One in constant use does
-    not need it: its next statement finds a broken link just as well, and every caller
-    retries. A ping on every checkout doubled the round trips of a busy worker.
+    A ping on every checkout doubled the round trips of a busy worker. So a connection
+    is pinged when it sat idle for a while (a server restart or a cut link may have
+    passed unnoticed), or when its socket has something to read although no statement
+    is running: a terminated backend says goodbye (or closes) at once, and lending that
+    connection out would fail the call, a job's output among them.
     """
 
     def __init__(self) -> None:
@@ -111,7 +113,11 @@ class _PingIfIdle:
 
     def check(self, conn: psycopg.Connection) -> None:
         returned_at = self._returned_at.get(conn)
-        if returned_at is None or time.monotonic() - returned_at > PING_IF_IDLE_FOR:
+        if (
+            returned_at is None
+            or time.monotonic() - returned_at > PING_IF_IDLE_FOR
+            or select.select([conn.fileno()], [], [], 0)[0]
+        ):
             ConnectionPool.check_connection(conn)
 
 

@@ -5,7 +5,7 @@ import signal
 from django.db import connection
 
 from pgqueue.models import Worker
-from tests.testapp.tasks import add, record, wait_for_file
+from tests.testapp.tasks import add, record, stream_until_file, wait_for_file
 from tests.worker.conftest import job, status, wait_for
 
 
@@ -70,6 +70,26 @@ def test_second_signal_stops_at_once(start_worker, tmp_path):
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=10) != 0
     assert status(result.id) == "running", "left for the reaper"
+
+
+def test_a_running_job_survives_its_workers_backends_being_terminated(start_worker, tmp_path):
+    """The pool lends no connection whose backend is gone, so a job writing its output
+    after all the worker's backends were terminated neither fails nor runs again."""
+    gate = tmp_path / "gate"
+    worker = start_worker()
+    result = stream_until_file.enqueue(str(gate))
+    wait_for(lambda: job(result.id).output == ["started"], what="the first output", worker=worker)
+    for _ in range(3):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    gate.touch()
+    wait_for(lambda: status(result.id) == "succeeded", what="the job to finish", worker=worker)
+    row = job(result.id)
+    assert row.errors == [], row.errors
+    assert (row.attempts, row.output) == (1, ["started", "finished"])
 
 
 def test_worker_recovers_when_all_its_backends_are_terminated(start_worker):
