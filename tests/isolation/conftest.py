@@ -8,10 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from tests.worker.conftest import WorkerProcess as BaseWorkerProcess
-from tests.worker.conftest import job, status  # noqa: F401 (used by the tests here)
+from tests.worker.conftest import environment_for, job, status, worker_starter  # noqa: F401 (used by the tests here)
 from tests.worker.conftest import wait_for as _wait_for
 
 FAST = [
@@ -59,30 +58,15 @@ class WorkerProcess(BaseWorkerProcess):
 
 @pytest.fixture
 def worker_env(transactional_db) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.isolation.settings",
-        "PGDATABASE": connection.settings_dict["NAME"],
-    }
+    return environment_for("tests.isolation.settings")
 
 
 @pytest.fixture
 def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start process-isolation workers (more options may follow); each is stopped after the test."""
-    started: list[WorkerProcess] = []
-
-    def start(*args: str) -> WorkerProcess:
-        worker = WorkerProcess(
-            [*FAST, "--isolation", "process", *args],
-            tmp_path / f"worker-{len(started)}.log",
-            worker_env,
-        )
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
+    """Start process-isolation workers; each is stopped (with its children) after the test."""
+    yield from worker_starter(
+        tmp_path, worker_env, [*FAST, "--isolation", "process"], process_class=WorkerProcess
+    )
 
 
 # Process-isolation tests start child processes: give every wait a little longer.

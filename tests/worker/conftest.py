@@ -60,24 +60,29 @@ class WorkerProcess:
         self._log.close()
 
 
-@pytest.fixture
-def worker_env(transactional_db) -> dict[str, str]:
+def environment_for(settings_module: str) -> dict[str, str]:
+    """The environment of a worker subprocess on the test database."""
     return {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DJANGO_SETTINGS_MODULE": settings_module,
         "PGDATABASE": connection.settings_dict["NAME"],
     }
 
 
-@pytest.fixture
-def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
+def worker_starter(
+    tmp_path: Path,
+    default_env: dict[str, str],
+    fast_args: list[str],
+    process_class: type[WorkerProcess] = WorkerProcess,
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Yield ``start(*args, fast=True, env=None)``; stop every worker it started afterwards."""
     started: list[WorkerProcess] = []
 
     def start(*args: str, fast: bool = True, env: dict[str, str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess(
-            [*(FAST if fast else []), *args],
+        worker = process_class(
+            [*(fast_args if fast else []), *args],
             tmp_path / f"worker-{len(started)}.log",
-            env or worker_env,
+            env or default_env,
         )
         started.append(worker)
         return worker
@@ -85,6 +90,16 @@ def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def worker_env(transactional_db) -> dict[str, str]:
+    return environment_for("tests.settings")
+
+
+@pytest.fixture
+def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
+    yield from worker_starter(tmp_path, worker_env, FAST)
 
 
 @pytest.fixture
