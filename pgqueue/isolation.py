@@ -39,6 +39,7 @@ their jobs back to the queue; no child outlives the worker.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import logging
@@ -110,8 +111,8 @@ class Runner(ABC):
         """Start the slots."""
 
     @abstractmethod
-    def submit(self, running: RunningJob) -> None:
-        """Run a job on a free slot (the worker submits no more jobs than there are slots)."""
+    def submit(self, jobs: list[RunningJob]) -> None:
+        """Run each job on a free slot (the worker submits no more jobs than there are slots)."""
 
     def enforce_timeouts(self) -> None:  # noqa: B027 (a runner may watch deadlines itself)
         """Stop tasks past their deadline; the worker calls this from its loop."""
@@ -134,7 +135,18 @@ class ThreadRunner(Runner):
 
     Daemon, so that a worker whose shutdown timeout expired exits even while a task
     it gave back is still executing.
+
+    Hand-off: submitted jobs wait in one queue, and a thread that finishes a job
+    takes the next one at once. Idle threads are woken only when needed: one when
+    a batch arrives and no thread is running a job, and, through the hand-off
+    thread, one per job that has waited HANDOFF_DELAY without being taken. So a
+    burst of short jobs runs on a few threads instead of waking every slot for a
+    few microseconds of work each (the thread switches cost more than the jobs),
+    while a job queued behind a long one starts within HANDOFF_DELAY.
     """
+
+    #: Seconds a submitted job may wait for a busy thread before an idle one is woken for it.
+    HANDOFF_DELAY = 0.002
 
     def __init__(
         self,
@@ -155,20 +167,69 @@ class ThreadRunner(Runner):
         self._deliver = deliver
         self._clock = clock
         self._async = AsyncRunner()
-        self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
-        self._active: dict[int, RunningJob] = {}
+        queue_lock = threading.Lock()
+        #: Runner threads wait on _work; the hand-off thread waits on _submitted.
+        self._work = threading.Condition(queue_lock)
+        self._submitted = threading.Condition(queue_lock)
+        self._pending: collections.deque[tuple[float, RunningJob]] = collections.deque()
+        self._idle = 0
+        self._running_jobs = 0
+        self._closing = False
+        #: Running jobs that have a deadline, for enforce_timeouts.
+        self._timed: dict[int, RunningJob] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
         for i in range(self._count):
             threading.Thread(target=self._serve, name=f"pgqueue-runner-{i}", daemon=True).start()
+        threading.Thread(target=self._hand_off, name="pgqueue-hand-off", daemon=True).start()
 
-    def submit(self, running: RunningJob) -> None:
-        self._jobs.put(running)
+    def submit(self, jobs: list[RunningJob]) -> None:
+        now = self._clock()
+        with self._work:
+            self._pending.extend((now, running) for running in jobs)
+            if self._running_jobs == 0:
+                self._work.notify()
+            self._submitted.notify()
 
     def _serve(self) -> None:
-        while (running := self._jobs.get()) is not None:
+        finished = False
+        while (running := self._take(finished)) is not None:
             self._deliver(running, self._run(running))
+            finished = True
+
+    def _take(self, finished: bool) -> RunningJob | None:
+        """The next submitted job, waiting for one; None once the runner is shutting down.
+
+        ``finished``: this thread has just delivered the outcome of its previous job.
+        """
+        with self._work:
+            if finished:
+                self._running_jobs -= 1
+            while not self._pending or self._closing:
+                if self._closing:
+                    return None
+                self._idle += 1
+                self._work.wait()
+                self._idle -= 1
+            self._running_jobs += 1
+            return self._pending.popleft()[1]
+
+    def _hand_off(self) -> None:
+        """Wake an idle thread for each job that waited HANDOFF_DELAY (its busy threads are slow)."""
+        delay = self.HANDOFF_DELAY
+        with self._submitted:
+            while not self._closing:
+                if not self._pending:
+                    self._submitted.wait()
+                    continue
+                waited = self._clock() - self._pending[0][0]
+                if waited >= delay:
+                    if self._idle:
+                        self._work.notify(min(len(self._pending), self._idle))
+                    self._submitted.wait(delay)
+                else:
+                    self._submitted.wait(delay - waited)
 
     def _run(self, running: RunningJob) -> Outcome:
         from pgqueue.execution import execute
@@ -176,9 +237,10 @@ class ThreadRunner(Runner):
         job = running.job
         try:
             timeout = task_timeout(job.task_path, self._allowed_tasks, self._backend.alias)
-            running.deadline = self._clock() + timeout if timeout else None
-            with self._lock:
-                self._active[job.id] = running
+            if timeout:
+                running.deadline = self._clock() + timeout
+                with self._lock:
+                    self._timed[job.id] = running
             return execute(
                 job,
                 backend=self._backend,
@@ -194,19 +256,22 @@ class ThreadRunner(Runner):
             logger.exception("internal error running job %s", job.id)
             return failure(exc)
         finally:
-            with self._lock:
-                self._active.pop(job.id, None)
+            if running.deadline is not None:
+                with self._lock:
+                    self._timed.pop(job.id, None)
 
     def _overdue(self, now: float) -> list[RunningJob]:
         with self._lock:
             return [
                 r
-                for r in self._active.values()
+                for r in self._timed.values()
                 if r.deadline is not None and r.deadline <= now and not r.timed_out
             ]
 
     def enforce_timeouts(self) -> None:
         """Raise TaskTimeout inside synchronous task code past its deadline."""
+        if not self._timed:
+            return
         for running in self._overdue(self._clock()):
             with running.interruptible.lock:
                 thread_id = running.interruptible.thread_id
@@ -219,18 +284,23 @@ class ThreadRunner(Runner):
             logger.warning("job %s exceeded its timeout; interrupting it", running.job.id)
 
     def next_deadline(self) -> float | None:
+        if not self._timed:
+            return None
         with self._lock:
             deadlines = [
                 r.deadline
-                for r in self._active.values()
+                for r in self._timed.values()
                 if r.deadline is not None and not r.timed_out
             ]
         return min(deadlines, default=None)
 
     def shutdown(self) -> None:
-        """Let idle threads end; busy ones cannot be stopped and end with the process."""
-        for _ in range(self._count):
-            self._jobs.put(None)
+        """End idle threads, and leave jobs never started to the worker, which gives them back;
+        busy threads cannot be stopped and end with the process."""
+        with self._work:
+            self._closing = True
+            self._work.notify_all()
+            self._submitted.notify_all()
 
     def kill(self) -> None:
         """Threads cannot be killed; they end with the process."""
@@ -455,8 +525,9 @@ class ProcessRunner(Runner):
             thread.start()
             self._threads.append(thread)
 
-    def submit(self, running: RunningJob) -> None:
-        self._jobs.put(running)
+    def submit(self, jobs: list[RunningJob]) -> None:
+        for running in jobs:
+            self._jobs.put(running)
 
     # One supervisor thread per slot.
 

@@ -272,8 +272,7 @@ class Worker:
                     logger.warning("claim failed (%s); retrying in %.2fs", exc, delay)
                     self._wake.wait(delay)
                     continue
-                for job in claimed:
-                    self._dispatch(job)
+                self._dispatch(claimed)
                 if len(claimed) == want:
                     continue  # there may be more ready jobs
             if self.settings.max_jobs is not None and self.jobs_claimed >= self.settings.max_jobs:
@@ -313,12 +312,16 @@ class Worker:
             sleep = min(sleep, max(deadline - self.clock(), 0.0))
         return sleep
 
-    def _dispatch(self, job: ClaimedJob) -> None:
-        assert self.worker_id is not None
-        running = RunningJob(job=job, worker_id=self.worker_id)
+    def _dispatch(self, jobs: list[ClaimedJob]) -> None:
+        if not jobs:
+            return
+        worker_id = self.worker_id
+        assert worker_id is not None
+        batch = [RunningJob(job=job, worker_id=worker_id) for job in jobs]
         with self._running_lock:
-            self._running[job.id] = running
-        self._runner.submit(running)
+            for running in batch:
+                self._running[running.job.id] = running
+        self._runner.submit(batch)
 
     # Reporting ---------------------------------------------------------------
 
@@ -368,7 +371,8 @@ class Worker:
             )
             _forget(pending, items)
             for running, outcome in items:
-                self._finish(running, outcome, "succeeded" if running.job.id in done else None)
+                self._log_outcome(running, outcome, "succeeded" if running.job.id in done else None)
+            self._free(items)
         for running, outcome in list(pending):
             assert outcome.error is not None
             status = self.driver.fail(
@@ -381,9 +385,10 @@ class Worker:
                 backoff_max=self.settings.backoff_max,
             )
             _forget(pending, [(running, outcome)])
-            self._finish(running, outcome, status)
+            self._log_outcome(running, outcome, status)
+            self._free([(running, outcome)])
 
-    def _finish(self, running: RunningJob, outcome: Outcome, status: str | None) -> None:
+    def _log_outcome(self, running: RunningJob, outcome: Outcome, status: str | None) -> None:
         job = running.job
         if status is None:
             logger.warning(
@@ -408,8 +413,12 @@ class Worker:
                 outcome.summary,
                 status,
             )
+
+    def _free(self, written: list[tuple[RunningJob, Outcome]]) -> None:
+        """Free the slots of jobs whose outcome is stored, and wake the loop once to refill them."""
         with self._running_lock:
-            self._running.pop(job.id, None)
+            for running, _ in written:
+                self._running.pop(running.job.id, None)
         self._wake.set()
 
     # Heartbeat, reaping, pruning --------------------------------------------------
