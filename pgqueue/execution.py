@@ -7,6 +7,8 @@ Only a generator's output is written as it is produced, through ``OutputSink``.
 from __future__ import annotations
 
 import asyncio
+import enum
+import functools
 import inspect
 import threading
 from collections.abc import Callable
@@ -174,9 +176,10 @@ def execute(
         timeout = getattr(task, "timeout", None)
         try:
             func = task.func
-            if inspect.iscoroutinefunction(func):
+            kind = _kind_of(func)
+            if kind is _Kind.COROUTINE:
                 value = async_runner.run(func(*args, **job.kwargs), timeout)
-            elif inspect.isasyncgenfunction(func):
+            elif kind is _Kind.ASYNC_GENERATOR:
                 value = async_runner.run(
                     _drain_async_generator(func(*args, **job.kwargs), emit), timeout
                 )
@@ -200,6 +203,31 @@ def execute(
         return failure(exc, clock() - started)
     finally:
         close_old_connections()
+
+
+class _Kind(enum.Enum):
+    PLAIN = "plain"
+    COROUTINE = "coroutine"
+    ASYNC_GENERATOR = "async generator"
+
+
+def _kind_of(func: Callable[..., Any]) -> _Kind:
+    """How a task function is called; cached, since inspect's checks cost more than a no-op job."""
+    try:
+        return _cached_kind(func)
+    except TypeError:  # an unhashable callable object
+        return _inspect_kind(func)
+
+
+def _inspect_kind(func: Callable[..., Any]) -> _Kind:
+    if inspect.iscoroutinefunction(func):
+        return _Kind.COROUTINE
+    if inspect.isasyncgenfunction(func):
+        return _Kind.ASYNC_GENERATOR
+    return _Kind.PLAIN
+
+
+_cached_kind = functools.lru_cache(maxsize=1024)(_inspect_kind)
 
 
 class _NoInterrupt:

@@ -5,6 +5,8 @@ import math
 from typing import Any
 
 _SCALARS = (str, int, float, bool, type(None))
+#: Exactly these types come back from storage as they went in (most results are one of them).
+_UNCHANGED = frozenset((str, int, bool, type(None)))
 
 
 def find_non_json(value: Any, path: str) -> str | None:
@@ -43,4 +45,6 @@ def dumps(value: Any, path: str) -> str:
 
 def normalize(value: Any, path: str) -> Any:
     """Return ``value`` as it will come back from storage (tuples become lists); TypeError if not JSON."""
+    if type(value) in _UNCHANGED:
+        return value
     return json.loads(dumps(value, path))
