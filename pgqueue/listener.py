@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,9 @@ from pgqueue.drivers.postgresql import NOTIFY_CHANNEL
 from pgqueue.queues import selector_matches
 
 logger = logging.getLogger("pgqueue.listener")
+
+#: Seconds the listener may take to notice stop().
+STOP_LATENCY = 0.2
 
 
 def _shutdown_socket(fd: int) -> None:
@@ -97,13 +101,19 @@ class Listener(threading.Thread):
         self.connected.clear()
 
     def _listen(self, conn: psycopg.Connection) -> None:
+        # Waits in short slices, so that stop() takes effect within STOP_LATENCY instead of a
+        # whole ping interval (a stopping worker joins this thread).
+        next_ping = time.monotonic() + self._ping_interval
         while not self._stop_event.is_set():
-            for notify in conn.notifies(timeout=self._ping_interval):
+            wait = min(STOP_LATENCY, max(next_ping - time.monotonic(), 0.0))
+            for notify in conn.notifies(timeout=wait):
                 if self._matches(notify.payload):
                     self._wake()
             if self._stop_event.is_set():
                 return
-            self._execute_with_deadline(conn, "SELECT 1")
+            if time.monotonic() >= next_ping:
+                self._execute_with_deadline(conn, "SELECT 1")
+                next_ping = time.monotonic() + self._ping_interval
 
     def _execute_with_deadline(self, conn: psycopg.Connection, statement: str) -> None:
         """Run a statement, breaking the connection if no answer comes within the ping timeout."""
