@@ -121,6 +121,7 @@ BAD_SELECTORS = [
     ["two words"],
     ["caf\u00e9"],
     ["q" * 65],
+    ["q" * 65 + "*"],
     [None],
     ["email", "a%"],
 ]
@@ -136,6 +137,11 @@ def test_bad_selectors_are_rejected(pg, worker, subtests):
             ):
                 pg.execute("SELECT * FROM pgqueue.claim_v1(%s, %s::text[], 5)", (worker, selectors))
             assert scalar(pg, "SELECT count(*) FROM pgqueue_job WHERE status = 'running'") == 0
+
+
+def test_a_prefix_of_the_longest_queue_name_is_a_valid_selector(pg, worker):
+    job_id = enqueue(pg, queue_name="q" * 64)
+    assert claim_ids(pg, worker, ("q" * 64 + "*",)) == [job_id]
 
 
 def test_null_selectors_are_rejected(pg, worker):

@@ -138,6 +138,7 @@ BAD_CALLS = [
     ([{"task_path": "a.b", "queue_name": None}], r"jobs\[0\]: queue_name NULL"),
     ([{"task_path": "a.b", "queue_name": "it's"}], r"jobs\[0\]: queue_name 'it''s'"),
     ([{"task_path": "a.b", "queue_name": "*"}], r"jobs\[0\]: queue_name"),
+    ([{"task_path": "a.b", "queue_name": "q" * 65}], r"jobs\[0\]: queue_name 'q{65}'"),
     (
         [{"task_path": "a.b", "args": ["x" * 1_048_576]}],
         r"jobs\[0\]: args and kwargs together .* over the limit",
