@@ -9,25 +9,52 @@ _SCALARS = (str, int, float, bool, type(None))
 _UNCHANGED = frozenset((str, int, bool, type(None)))
 
 
+def is_flat(value: Any) -> bool:
+    """Whether ``value`` is a list of str, int, bool or None, or a dict from str to those:
+    valid JSON that storage gives back unchanged, so it needs no deeper check or copy.
+    Most job arguments are; this test is much cheaper than the general ones."""
+    if type(value) is list:
+        return all(type(item) in _UNCHANGED for item in value)
+    if type(value) is dict:
+        return all(type(key) is str and type(item) in _UNCHANGED for key, item in value.items())
+    return False
+
+
 def find_non_json(value: Any, path: str) -> str | None:
     """Return a description of the first value under ``value`` that is not plain JSON, or None."""
-    stack: list[tuple[Any, str]] = [(value, path)]
+    if is_flat(value):
+        return None
+    # Each entry is (item, path of its container, key in it); a path is only built for an error.
+    stack: list[tuple[Any, Any, Any]] = [(value, None, path)]
     while stack:
-        item, where = stack.pop()
+        item, parent, key = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
-            return f"{where} is {item!r}, which JSON cannot represent"
+            return f"{_path(parent, key)} is {item!r}, which JSON cannot represent"
         if isinstance(item, _SCALARS):
             continue
+        where = (parent, key)
         if isinstance(item, list | tuple):
-            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+            stack.extend((v, where, i) for i, v in reversed(list(enumerate(item))))
         elif isinstance(item, dict):
-            for key, v in item.items():
-                if not isinstance(key, str):
-                    return f"{where} has a non-string key {key!r}"
-                stack.append((v, f"{where}[{key!r}]"))
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    return f"{_path(parent, key)} has a non-string key {k!r}"
+                stack.append((v, where, repr(k)))
         else:
-            return f"{where} is {type(item).__name__} {_short_repr(item)}, which is not JSON-serialisable"
+            return (
+                f"{_path(parent, key)} is {type(item).__name__} {_short_repr(item)}, "
+                "which is not JSON-serialisable"
+            )
     return None
+
+
+def _path(parent: Any, key: Any) -> str:
+    """The printed path of an item from its (container, key) chain: args[0]['name']."""
+    parts = []
+    while parent is not None:
+        parts.append(f"[{key}]")
+        parent, key = parent
+    return key + "".join(reversed(parts))
 
 
 def _short_repr(value: Any) -> str:

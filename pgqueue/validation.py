@@ -7,6 +7,7 @@ and the SQLite driver gets the same rules; the contract tests run the same bad
 inputs against both databases.
 """
 
+import functools
 import json
 import re
 from datetime import datetime, timedelta
@@ -34,11 +35,19 @@ def _jsonb_text_bytes(value: Any, path: str) -> int:
 
     jsonb's text puts a space after every ',' and ':', so compact JSON would undercount.
     """
+    if not value:
+        return 2  # [] or {}
     problem = jsonutil.find_non_json(value, path)
     if problem is not None:
         raise TypeError(problem)
     text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
     return len(text) if text.isascii() else len(text.encode())
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_task_path(text: str) -> bool:
+    """Cached: an application enqueues the same few task paths over and over."""
+    return len(text) <= MAX_TASK_PATH_LENGTH and TASK_PATH_RE.fullmatch(text) is not None
 
 
 def _is_whole_number(value: Any) -> bool:
@@ -58,11 +67,7 @@ def new_job(
     where: str = "pgqueue.enqueue",
 ) -> NewJob:
     """Check one enqueue request and return it as a NewJob; raise InvalidJob or TypeError."""
-    if (
-        not isinstance(task_path, str)
-        or len(task_path) > MAX_TASK_PATH_LENGTH
-        or not TASK_PATH_RE.fullmatch(task_path)
-    ):
+    if not isinstance(task_path, str) or not _is_task_path(task_path):
         raise InvalidJob(
             f"{where}: task_path {task_path!r} is not a dotted Python path such as "
             f"'myapp.tasks.send_email' (at most {MAX_TASK_PATH_LENGTH} characters)"

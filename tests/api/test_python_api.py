@@ -62,7 +62,21 @@ from tests.testapp.tasks import add, flaky
         (lambda: pgqueue.enqueue(add, args={"a": 1}), TypeError, "args must be a list or tuple"),
         (lambda: pgqueue.enqueue(add, kwargs=[1]), TypeError, "kwargs must be a dict"),
         (lambda: pgqueue.enqueue(add, [b"bytes"]), TypeError, r"args\[0\] is bytes"),
-        (lambda: pgqueue.enqueue(add, kwargs={"x": {1: 2}}), TypeError, "non-string key 1"),
+        (
+            lambda: pgqueue.enqueue(add, kwargs={"x": {1: 2}}),
+            TypeError,
+            r"kwargs\['x'\] has a non-string key 1",
+        ),
+        (
+            lambda: pgqueue.enqueue(add, [1, {"a": [1, float("nan")]}]),
+            TypeError,
+            r"args\[1\]\['a'\]\[1\] is nan, which JSON cannot represent",
+        ),
+        (
+            lambda: pgqueue.enqueue(add, [1, (2, [3, object()])]),
+            TypeError,
+            r"args\[1\]\[1\]\[1\] is object .*not JSON-serialisable",
+        ),
         (lambda: pgqueue.enqueue(add, ["x" * 1_100_000]), InvalidJob, "over the limit of 1048576"),
         (
             lambda: pgqueue.enqueue_many([{"task": add, "queue": "x"}]),
