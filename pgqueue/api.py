@@ -6,9 +6,11 @@ Everything runs on the queue database's Django connection, so inside
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -206,6 +208,31 @@ def enqueue_many(jobs: Iterable[Mapping[str, Any]]) -> list[PgQueueTaskResult]:
     args, kwargs, queue_name, priority, run_after, max_attempts, unique_key (as
     in enqueue()). All are validated before anything is written.
     """
+    with _collector_paused():
+        return _enqueue_many(jobs)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a bulk call builds its objects.
+
+    A 50,000-job enqueue_many allocates hundreds of thousands of objects, none in a
+    reference cycle, and each allocation burst set off collector passes that scanned
+    them all again: about a fifth of the call's time. Reference counting still frees
+    everything as usual; the collector resumes when the call returns, unless the
+    application had turned it off itself.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _enqueue_many(jobs: Iterable[Mapping[str, Any]]) -> list[PgQueueTaskResult]:
     prepared: list[tuple[NewJob, Task | None]] = []
     for index, spec in enumerate(jobs):
         if not isinstance(spec, Mapping):
