@@ -1,5 +1,6 @@
 """The Python API: validation without side effects, results, operator calls, settings."""
 
+import gc
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -143,6 +144,21 @@ def test_enqueue_many_returns_results_in_order(transactional_db):
     assert [r.args for r in rows[:5]] == [[i, i] for i in range(5)]
     assert rows[5].task_path == "other.tasks.thing" and rows[5].queue_name == "q"
     assert pgqueue.enqueue_many([]) == []
+
+
+def test_enqueue_many_leaves_the_garbage_collector_as_it_found_it(transactional_db):
+    assert gc.isenabled()
+    pgqueue.enqueue_many([{"task": add, "args": [1, 1]}])
+    assert gc.isenabled()
+    with pytest.raises(InvalidJob):
+        pgqueue.enqueue_many([{"task": add, "priority": 1000}])
+    assert gc.isenabled(), "a failed call must resume the collector too"
+    gc.disable()
+    try:
+        pgqueue.enqueue_many([{"task": add, "args": [2, 2]}])
+        assert not gc.isenabled(), "the application turned it off; it stays off"
+    finally:
+        gc.enable()
 
 
 def test_get_result_works_for_any_job(transactional_db):
