@@ -150,9 +150,31 @@ def setting_label(name: str) -> str:
     return f"PGQUEUE['{name.upper()}']"
 
 
+#: settings.PGQUEUE when the project does not define it (never modified).
+_NOT_SET: dict[str, Any] = {}
+#: The last validated settings, with the PGQUEUE and DATABASES objects they were read from.
+_validated: tuple[object, object, WorkerSettings] | None = None
+
+
 def get_settings() -> WorkerSettings:
-    """Read and validate ``settings.PGQUEUE``; raise ImproperlyConfigured naming the bad key."""
-    raw = getattr(django_settings, "PGQUEUE", {})
+    """Read and validate ``settings.PGQUEUE``; raise ImproperlyConfigured naming the bad key.
+
+    Validated once per PGQUEUE/DATABASES pair of objects (every enqueue asks, and
+    validating took longer than the rest of the Python side of an enqueue); replacing
+    either setting, as override_settings does, validates again.
+    """
+    global _validated
+    raw = getattr(django_settings, "PGQUEUE", _NOT_SET)
+    databases = django_settings.DATABASES
+    cached = _validated
+    if cached is not None and cached[0] is raw and cached[1] is databases:
+        return cached[2]
+    result = _read_settings(raw)
+    _validated = (raw, databases, result)
+    return result
+
+
+def _read_settings(raw: Any) -> WorkerSettings:
     if not isinstance(raw, dict):
         raise ImproperlyConfigured(f"settings.PGQUEUE must be a dict, got {type(raw).__name__}")
     unknown = sorted(set(raw) - set(SETTING_NAMES))
