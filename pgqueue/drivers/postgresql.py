@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import psycopg.sql
+import psycopg.types.json
 from django.db import DatabaseError, connections, transaction
 from psycopg_pool import ConnectionPool
 
@@ -79,6 +80,24 @@ def connection_kwargs(alias: str) -> dict[str, Any]:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+_json_decoder = json.JSONDecoder()
+
+
+def _load_json(data: bytes) -> Any:
+    """jsonb column values as the worker reads them, most often '[]' or '{}' (a job's
+    errors, kwargs, args): those skip the decoder, the rest skip json.loads's encoding
+    detection. About a quarter of the CPU a worker spends reading claimed jobs."""
+    if data == b"[]":
+        return []
+    if data == b"{}":
+        return {}
+    return _json_decoder.decode(data.decode())
+
+
+def _configure_worker_connection(conn: psycopg.Connection) -> None:
+    psycopg.types.json.set_json_loads(_load_json, conn)
 
 
 def _split_run_after(
@@ -145,6 +164,7 @@ class PostgresDriver(Driver):
                     kwargs={**connection_kwargs(self.alias), "autocommit": True},
                     min_size=1,
                     max_size=self._pool_size,
+                    configure=_configure_worker_connection,
                     check=self._ping_if_idle.check,
                     reset=self._ping_if_idle.returned,
                     # Wait this long for a connection, then raise PoolTimeout: callers retry
