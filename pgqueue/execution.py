@@ -57,8 +57,8 @@ def error_of(exc: BaseException) -> dict[str, Any]:
     kind = type(exc)
     return {
         "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
-        "traceback": "".join(format_exception(exc)),
-        "message": str(exc)[:2000],
+        "traceback": jsonutil.without_nul("".join(format_exception(exc))),
+        "message": jsonutil.without_nul(str(exc)[:2000]),
     }
 
 

@@ -7,16 +7,29 @@ from typing import Any
 _SCALARS = (str, int, float, bool, type(None))
 #: Exactly these types come back from storage as they went in (most results are one of them).
 _UNCHANGED = frozenset((str, int, bool, type(None)))
+#: PostgreSQL's jsonb and text cannot hold U+0000, so no stored string may contain it.
+_NUL = "\x00"
+_NUL_PROBLEM = "a NUL character (\\u0000), which PostgreSQL cannot store"
 
 
 def is_flat(value: Any) -> bool:
-    """Whether ``value`` is a list of str, int, bool or None, or a dict from str to those:
-    valid JSON that storage gives back unchanged, so it needs no deeper check or copy.
-    Most job arguments are; this test is much cheaper than the general ones."""
+    """Whether ``value`` is a list of str, int, bool or None, or a dict from str to those
+    (no string holding a NUL): valid JSON that storage gives back unchanged, so it needs
+    no deeper check or copy. Most job arguments are; this test is much cheaper than the
+    general ones."""
     if type(value) is list:
-        return all(type(item) in _UNCHANGED for item in value)
+        return all(
+            (kind := type(item)) in _UNCHANGED and (kind is not str or _NUL not in item)
+            for item in value
+        )
     if type(value) is dict:
-        return all(type(key) is str and type(item) in _UNCHANGED for key, item in value.items())
+        return all(
+            type(key) is str
+            and _NUL not in key
+            and (kind := type(item)) in _UNCHANGED
+            and (kind is not str or _NUL not in item)
+            for key, item in value.items()
+        )
     return False
 
 
@@ -30,6 +43,8 @@ def find_non_json(value: Any, path: str) -> str | None:
         item, parent, key = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             return f"{_path(parent, key)} is {item!r}, which JSON cannot represent"
+        if isinstance(item, str) and _NUL in item:
+            return f"{_path(parent, key)} contains {_NUL_PROBLEM}"
         if isinstance(item, _SCALARS):
             continue
         where = (parent, key)
@@ -39,6 +54,8 @@ def find_non_json(value: Any, path: str) -> str | None:
             for k, v in item.items():
                 if not isinstance(k, str):
                     return f"{_path(parent, key)} has a non-string key {k!r}"
+                if _NUL in k:
+                    return f"{_path(parent, key)} has a key {k!r} that contains {_NUL_PROBLEM}"
                 stack.append((v, where, repr(k)))
         else:
             return (
@@ -57,6 +74,12 @@ def _path(parent: Any, key: Any) -> str:
     return key + "".join(reversed(parts))
 
 
+def without_nul(text: str) -> str:
+    """``text`` with each NUL character written as the four characters \\x00, so that
+    PostgreSQL can store it (for error messages and tracebacks, which are not job data)."""
+    return text.replace(_NUL, "\\x00")
+
+
 def _short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -72,6 +95,6 @@ def dumps(value: Any, path: str) -> str:
 
 def normalize(value: Any, path: str) -> Any:
     """Return ``value`` as it will come back from storage (tuples become lists); TypeError if not JSON."""
-    if type(value) in _UNCHANGED:
+    if type(value) in _UNCHANGED and not (type(value) is str and _NUL in value):
         return value
     return json.loads(dumps(value, path))

@@ -107,11 +107,13 @@ def new_job(
             f"got {max_attempts!r}"
         )
     if unique_key is not None and (
-        not isinstance(unique_key, str) or not 1 <= len(unique_key) <= MAX_UNIQUE_KEY_LENGTH
+        not isinstance(unique_key, str)
+        or not 1 <= len(unique_key) <= MAX_UNIQUE_KEY_LENGTH
+        or "\x00" in unique_key
     ):
         raise InvalidJob(
-            f"{where}: unique_key must be a string of 1 to {MAX_UNIQUE_KEY_LENGTH} characters, "
-            f"got {unique_key!r}"
+            f"{where}: unique_key must be a string of 1 to {MAX_UNIQUE_KEY_LENGTH} characters "
+            f"without NUL, got {unique_key!r}"
         )
     return NewJob(
         task_path=task_path,

@@ -104,7 +104,23 @@ BAD_INPUT = [
     (
         {"unique_key": ""},
         InvalidJob,
-        "pgqueue.enqueue: unique_key must be a string of 1 to 255 characters, got ''",
+        "pgqueue.enqueue: unique_key must be a string of 1 to 255 characters without NUL, got ''",
+    ),
+    (
+        {"unique_key": "a\x00"},
+        InvalidJob,
+        "pgqueue.enqueue: unique_key must be a string of 1 to 255 characters without NUL, "
+        "got 'a\\x00'",
+    ),
+    (
+        {"args": ["ok", "a\x00b"]},
+        TypeError,
+        "args[1] contains a NUL character (\\u0000), which PostgreSQL cannot store",
+    ),
+    (
+        {"kwargs": {"k": [{"k\x00": 1}]}},
+        TypeError,
+        "kwargs['k'][0] has a key 'k\\x00' that contains a NUL character",
     ),
     (
         {"args": ["x" * 1_048_576]},
@@ -145,8 +161,8 @@ def test_the_payload_limit_counts_json_as_the_database_prints_it(alias, jobs):
 
 
 def test_arguments_come_back_as_stored(alias, driver, jobs):
-    args = [2**70, 1.5, -0.25, 'é\n"\\', None, True, {"k": [1, {}]}, []]
-    kwargs = {"nested": {"list": [1, 2], "empty": {}}, "text": "\u2603"}
+    args = [2**70, 1.5, -0.25, 'é\n"\\', None, True, {"k": [1, {}]}, [], [[]], "[]", "{}"]
+    kwargs = {"nested": {"list": [1, 2], "empty": {}}, "text": "\u2603", "{}": {}}
     job_id = enqueue(args=args, kwargs=kwargs)
     row = jobs.get(pk=job_id)
     assert (row.args, row.kwargs) == (args, kwargs)

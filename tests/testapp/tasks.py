@@ -60,6 +60,16 @@ def returns_object():
 
 
 @task
+def returns_nul():
+    return {"text": "a\x00b"}
+
+
+@task(max_attempts=1)
+def raises_nul():
+    raise ValueError("bad \x00 byte")
+
+
+@task
 async def async_add(a, b):
     await asyncio.sleep(0.01)
     return a + b

@@ -6,7 +6,14 @@ import pytest
 
 import pgqueue
 from pgqueue.models import Job
-from tests.testapp.tasks import add, returns_object, stream, stream_until_file
+from tests.testapp.tasks import (
+    add,
+    raises_nul,
+    returns_nul,
+    returns_object,
+    stream,
+    stream_until_file,
+)
 from tests.worker.conftest import job, status, wait_for
 
 MARKER = Path("/tmp/pgqueue-evil-module-imported")
@@ -43,6 +50,27 @@ def test_non_json_result_fails_the_job_clearly(run_burst):
     assert row.attempts == 1, "not retried: it would fail the same way"
     assert row.errors[0]["exception_class_path"] == "pgqueue.exceptions.ResultNotJSON"
     assert "return value" in row.errors[0]["message"]
+
+
+def test_a_result_postgresql_cannot_store_fails_only_its_own_job(run_burst):
+    """A NUL character in a result used to make every write of the worker's outcome
+    batch fail, and the worker retried that batch forever."""
+    bad = returns_nul.enqueue()
+    good = [add.enqueue(i, 1) for i in range(5)]
+    run_burst("--concurrency", "8")
+    row = job(bad.id)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.errors[0]["exception_class_path"] == "pgqueue.exceptions.ResultNotJSON"
+    assert "the return value['text'] contains a NUL character" in row.errors[0]["message"]
+    assert [job(r.id).result for r in good] == [i + 1 for i in range(5)]
+
+
+def test_an_error_message_with_a_nul_character_is_stored(run_burst):
+    result = raises_nul.enqueue()
+    run_burst()
+    row = job(result.id)
+    assert (row.status, row.errors[0]["message"]) == ("failed", "bad \\x00 byte")
+    assert "ValueError: bad \\x00 byte" in row.errors[0]["traceback"]
 
 
 def test_generator_output_is_stored(run_burst):
