@@ -39,7 +39,11 @@ SELECT pgqueue.enqueue(
 """
 _ENQUEUE_MANY = "SELECT pgqueue.enqueue_many(%s::jsonb), now()"
 _CLAIM = "SELECT * FROM pgqueue.claim_v1(%s, %s, %s)"
-_COMPLETE = "SELECT pgqueue.complete_v1(%s, %s, %s, %s::jsonb[])"
+# Results travel as one JSON array, serialised in one call, and are split apart in SQL.
+_COMPLETE = """
+SELECT pgqueue.complete_v1(
+    %s, %s, %s, ARRAY(SELECT r FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n))
+"""
 _FAIL = "SELECT pgqueue.fail_v1(%s, %s, %s, %s::jsonb, %s, %s, %s)"
 _RELEASE = "SELECT pgqueue.release_v1(%s, %s, %s)"
 _APPEND_OUTPUT = "SELECT pgqueue.append_output_v1(%s, %s, %s, %s::jsonb)"
@@ -295,7 +299,7 @@ class PostgresDriver(Driver):
                 worker_id,
                 [job_id for job_id, _, _ in outcomes],
                 [attempt for _, attempt, _ in outcomes],
-                [_dumps(result) for _, _, result in outcomes],
+                _dumps([result for _, _, result in outcomes]),
             ),
         )
         return set(done)
