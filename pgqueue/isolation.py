@@ -137,12 +137,14 @@ class ThreadRunner(Runner):
     it gave back is still executing.
 
     Hand-off: submitted jobs wait in one queue, and a thread that finishes a job
-    takes the next one at once. Idle threads are woken only when needed: one when
-    a batch arrives and no thread is running a job, and, through the hand-off
-    thread, one per job that has waited HANDOFF_DELAY without being taken. So a
-    burst of short jobs runs on a few threads instead of waking every slot for a
-    few microseconds of work each (the thread switches cost more than the jobs),
-    while a job queued behind a long one starts within HANDOFF_DELAY.
+    takes the next one at once. Idle threads are woken only when needed: when a
+    batch arrives and no thread is running a job (one thread), or the busy ones
+    have not taken a job for HANDOFF_DELAY, so they are slow (one thread per job);
+    and, through the hand-off thread, one per job that has waited HANDOFF_DELAY
+    without being taken. So a burst of short jobs runs on a few threads instead of
+    waking every slot for a few microseconds of work each (the thread switches
+    cost more than the jobs), while a job claimed beside long ones starts at once,
+    and one queued behind a short burst within HANDOFF_DELAY.
     """
 
     #: Seconds a submitted job may wait for a busy thread before an idle one is woken for it.
@@ -168,12 +170,16 @@ class ThreadRunner(Runner):
         self._clock = clock
         self._async = AsyncRunner()
         queue_lock = threading.Lock()
-        #: Runner threads wait on _work; the hand-off thread waits on _submitted.
+        # The hand-off state, all guarded by queue_lock. Runner threads wait on _work, the
+        # hand-off thread on _submitted. Its times are time.monotonic(): they pace real
+        # waits, whatever clock the deadlines use.
         self._work = threading.Condition(queue_lock)
         self._submitted = threading.Condition(queue_lock)
         self._pending: collections.deque[tuple[float, RunningJob]] = collections.deque()
-        self._idle = 0
+        self._idle = 0  # threads waiting on _work
+        self._woken = 0  # of those, notified but not yet running again
         self._running_jobs = 0
+        self._last_take = 0.0
         self._closing = False
         #: Running jobs that have a deadline, for enforce_timeouts.
         self._timed: dict[int, RunningJob] = {}
@@ -185,12 +191,21 @@ class ThreadRunner(Runner):
         threading.Thread(target=self._hand_off, name="pgqueue-hand-off", daemon=True).start()
 
     def submit(self, jobs: list[RunningJob]) -> None:
-        now = self._clock()
+        now = time.monotonic()
         with self._work:
             self._pending.extend((now, running) for running in jobs)
             if self._running_jobs == 0:
-                self._work.notify()
+                self._wake(1)
+            elif now - self._last_take >= self.HANDOFF_DELAY:
+                self._wake(len(jobs))
             self._submitted.notify()
+
+    def _wake(self, wanted: int) -> None:
+        """Notify up to ``wanted`` idle threads not already notified (queue_lock held)."""
+        count = min(wanted, self._idle - self._woken)
+        if count > 0:
+            self._woken += count
+            self._work.notify(count)
 
     def _serve(self) -> None:
         finished = False
@@ -210,9 +225,14 @@ class ThreadRunner(Runner):
                 if self._closing:
                     return None
                 self._idle += 1
-                self._work.wait()
-                self._idle -= 1
+                try:
+                    self._work.wait()
+                finally:
+                    self._idle -= 1
+                    if self._woken:
+                        self._woken -= 1
             self._running_jobs += 1
+            self._last_take = time.monotonic()
             return self._pending.popleft()[1]
 
     def _hand_off(self) -> None:
@@ -220,16 +240,23 @@ class ThreadRunner(Runner):
         delay = self.HANDOFF_DELAY
         with self._submitted:
             while not self._closing:
-                if not self._pending:
+                if not self._pending or self._idle == self._woken:
+                    # Nothing waits, or no thread is left to wake: the busy threads take what
+                    # is queued, and a new batch notifies this thread.
                     self._submitted.wait()
                     continue
-                waited = self._clock() - self._pending[0][0]
-                if waited >= delay:
-                    if self._idle:
-                        self._work.notify(min(len(self._pending), self._idle))
-                    self._submitted.wait(delay)
-                else:
+                now = time.monotonic()
+                waited = now - self._pending[0][0]
+                if waited < delay:
                     self._submitted.wait(delay - waited)
+                    continue
+                overdue = 0
+                for submitted_at, _ in self._pending:
+                    if now - submitted_at < delay:
+                        break
+                    overdue += 1
+                self._wake(overdue - self._woken)
+                self._submitted.wait(delay)
 
     def _run(self, running: RunningJob) -> Outcome:
         from pgqueue.execution import execute

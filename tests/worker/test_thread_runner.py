@@ -105,15 +105,38 @@ def test_a_job_behind_a_blocked_one_is_taken_by_an_idle_thread(runner_of, tmp_pa
     assert delivered.outcomes[1][0].succeeded and delivered.outcomes[2][0].result == 3
 
 
+def test_a_job_claimed_beside_a_long_one_gets_a_thread_without_the_hand_off(
+    runner_of, tmp_path, monkeypatch
+):
+    """When the busy threads have not taken a job for HANDOFF_DELAY, they are slow, and
+    submit() wakes an idle thread itself (the hand-off thread is disabled here)."""
+    monkeypatch.setattr(ThreadRunner, "HANDOFF_DELAY", 0.05)
+    monkeypatch.setattr(ThreadRunner, "_hand_off", lambda self: None)
+    runner, delivered = runner_of(2)
+    gate = tmp_path / "gate"
+    blocked = claimed(1, wait_for_file.module_path, str(gate))
+    runner.submit([blocked])
+    wait_until_started(blocked)
+    time.sleep(0.1)  # longer than HANDOFF_DELAY since a thread last took a job
+    runner.submit([claimed(2, add.module_path, 1, 2)])
+    delivered.wait_for(2)
+    gate.touch()
+    delivered.wait_for(1)
+
+
+def wait_until_started(running: RunningJob) -> None:
+    deadline = time.monotonic() + 30
+    while running.interruptible.thread_id is None:
+        assert time.monotonic() < deadline, f"job {running.job.id} never started"
+        time.sleep(0.01)
+
+
 def test_after_shutdown_a_job_never_started_stays_unstarted(runner_of, tmp_path):
     runner, delivered = runner_of(1)
     gate = tmp_path / "gate"
     blocked = claimed(1, wait_for_file.module_path, str(gate))
     runner.submit([blocked, claimed(2, add.module_path, 1, 2)])
-    deadline = time.monotonic() + 30
-    while blocked.interruptible.thread_id is None:
-        assert time.monotonic() < deadline, "the first job never started"
-        time.sleep(0.01)
+    wait_until_started(blocked)
     runner.shutdown()
     gate.touch()
     delivered.wait_for(1)
