@@ -215,7 +215,7 @@ def _kind_of(func: Callable[..., Any]) -> _Kind:
     """How a task function is called; cached, since inspect's checks cost more than a no-op job."""
     try:
         return _cached_kind(func)
-    except TypeError:  # an unhashable callable object
+    except Exception:  # an unhashable callable object, or one whose __hash__ fails
         return _inspect_kind(func)
 
 

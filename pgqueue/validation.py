@@ -47,7 +47,7 @@ def _jsonb_text_bytes(value: Any, path: str) -> int:
 @functools.lru_cache(maxsize=4096)
 def _is_task_path(text: str) -> bool:
     """Cached: an application enqueues the same few task paths over and over."""
-    return len(text) <= MAX_TASK_PATH_LENGTH and TASK_PATH_RE.fullmatch(text) is not None
+    return TASK_PATH_RE.fullmatch(text) is not None
 
 
 def _is_whole_number(value: Any) -> bool:
@@ -67,7 +67,11 @@ def new_job(
     where: str = "pgqueue.enqueue",
 ) -> NewJob:
     """Check one enqueue request and return it as a NewJob; raise InvalidJob or TypeError."""
-    if not isinstance(task_path, str) or not _is_task_path(task_path):
+    if (
+        not isinstance(task_path, str)
+        or len(task_path) > MAX_TASK_PATH_LENGTH
+        or not _is_task_path(task_path)
+    ):
         raise InvalidJob(
             f"{where}: task_path {task_path!r} is not a dotted Python path such as "
             f"'myapp.tasks.send_email' (at most {MAX_TASK_PATH_LENGTH} characters)"

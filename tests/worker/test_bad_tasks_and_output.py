@@ -97,11 +97,13 @@ def test_generator_output_is_readable_while_the_job_runs(start_worker, tmp_path)
 
 def test_allowed_plain_function_runs_by_path(run_burst):
     allowed = pgqueue.enqueue("tests.worker.allowed_jobs.double", [21])
+    unhashable = pgqueue.enqueue("tests.worker.allowed_jobs.triple", [14])
     missing = pgqueue.enqueue("tests.worker.allowed_jobs.missing")
     not_callable = pgqueue.enqueue("tests.worker.allowed_jobs.NOT_CALLABLE")
     run_burst()
     assert job(allowed.id).result == 42
     assert pgqueue.get_result(allowed.id).return_value == 42
+    assert job(unhashable.id).result == 42, "a callable object whose hash fails still runs"
     for result, message in ((missing, "could not be imported"), (not_callable, "not a function")):
         row = job(result.id)
         assert row.status == "failed"
