@@ -206,23 +206,41 @@ def enqueue_many(jobs: Iterable[Mapping[str, Any]]) -> list[PgQueueTaskResult]:
 
     Each job is a mapping with ``task`` (a Task or dotted path) and optionally
     args, kwargs, queue_name, priority, run_after, max_attempts, unique_key (as
-    in enqueue()). All are validated before anything is written.
+    in enqueue()). All are validated before anything is written. For 1,000 jobs
+    or more, Python's cyclic garbage collector is paused while they are validated
+    and while their results are built (not during the database call).
     """
-    with _collector_paused():
-        return _enqueue_many(jobs)
+    specs = list(jobs)
+    bulk = len(specs) >= _PAUSE_COLLECTOR_FROM
+    with _collector_paused(bulk):
+        prepared = [_prepare(index, spec) for index, spec in enumerate(specs)]
+    if not prepared:
+        return []
+    backend = pgqueue_backend()
+    enqueued = get_driver(get_settings().database).enqueue_many([job for job, _ in prepared])
+    with _collector_paused(bulk):
+        return [
+            _result(backend, job, known, e)
+            for (job, known), e in zip(prepared, enqueued, strict=True)
+        ]
+
+
+#: Batches from this size pause the garbage collector (see _collector_paused).
+_PAUSE_COLLECTOR_FROM = 1000
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def _collector_paused(pause: bool) -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a bulk call builds its objects.
 
     A 50,000-job enqueue_many allocates hundreds of thousands of objects, none in a
     reference cycle, and each allocation burst set off collector passes that scanned
     them all again: about a fifth of the call's time. Reference counting still frees
-    everything as usual; the collector resumes when the call returns, unless the
-    application had turned it off itself.
+    everything as usual. The pause is process-wide, so it is kept to the CPU-bound
+    steps; the collector resumes after each, unless the application had turned it
+    off itself (or another thread did so meanwhile: then it is turned back on).
     """
-    if not gc.isenabled():
+    if not pause or not gc.isenabled():
         yield
         return
     gc.disable()
@@ -232,39 +250,29 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _enqueue_many(jobs: Iterable[Mapping[str, Any]]) -> list[PgQueueTaskResult]:
-    prepared: list[tuple[NewJob, Task | None]] = []
-    for index, spec in enumerate(jobs):
-        if not isinstance(spec, Mapping):
-            raise TypeError(
-                f"pgqueue.enqueue_many: jobs[{index}] must be a mapping, got {type(spec).__name__}"
-            )
-        unknown = set(spec) - _JOB_KEYS
-        if unknown or "task" not in spec:
-            raise InvalidJob(
-                f"pgqueue.enqueue_many: jobs[{index}] needs 'task' and may have only "
-                f"{', '.join(sorted(_JOB_KEYS))}; got {', '.join(sorted(map(str, spec)))}"
-            )
-        prepared.append(
-            _new_job(
-                spec["task"],
-                spec.get("args", ()),
-                spec.get("kwargs"),
-                queue_name=spec.get("queue_name"),
-                priority=spec.get("priority"),
-                run_after=spec.get("run_after"),
-                max_attempts=spec.get("max_attempts"),
-                unique_key=spec.get("unique_key"),
-                where=f"pgqueue.enqueue_many: jobs[{index}]",
-            )
+def _prepare(index: int, spec: Any) -> tuple[NewJob, Task | None]:
+    """Validate jobs[index] of an enqueue_many call."""
+    if not isinstance(spec, Mapping):
+        raise TypeError(
+            f"pgqueue.enqueue_many: jobs[{index}] must be a mapping, got {type(spec).__name__}"
         )
-    if not prepared:
-        return []
-    backend = pgqueue_backend()
-    enqueued = get_driver(get_settings().database).enqueue_many([job for job, _ in prepared])
-    return [
-        _result(backend, job, known, e) for (job, known), e in zip(prepared, enqueued, strict=True)
-    ]
+    unknown = set(spec) - _JOB_KEYS
+    if unknown or "task" not in spec:
+        raise InvalidJob(
+            f"pgqueue.enqueue_many: jobs[{index}] needs 'task' and may have only "
+            f"{', '.join(sorted(_JOB_KEYS))}; got {', '.join(sorted(map(str, spec)))}"
+        )
+    return _new_job(
+        spec["task"],
+        spec.get("args", ()),
+        spec.get("kwargs"),
+        queue_name=spec.get("queue_name"),
+        priority=spec.get("priority"),
+        run_after=spec.get("run_after"),
+        max_attempts=spec.get("max_attempts"),
+        unique_key=spec.get("unique_key"),
+        where=f"pgqueue.enqueue_many: jobs[{index}]",
+    )
 
 
 def _job_id(result_id: str | int) -> int:

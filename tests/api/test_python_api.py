@@ -1,6 +1,7 @@
 """The Python API: validation without side effects, results, operator calls, settings."""
 
 import gc
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -147,18 +148,42 @@ def test_enqueue_many_returns_results_in_order(transactional_db):
 
 
 def test_enqueue_many_leaves_the_garbage_collector_as_it_found_it(transactional_db):
+    """Batches of 1,000 jobs or more pause the collector; it must always come back."""
+    batch = [{"task": add, "args": [i, i]} for i in range(1000)]
     assert gc.isenabled()
-    pgqueue.enqueue_many([{"task": add, "args": [1, 1]}])
+    pgqueue.enqueue_many(batch)
     assert gc.isenabled()
     with pytest.raises(InvalidJob):
-        pgqueue.enqueue_many([{"task": add, "priority": 1000}])
+        pgqueue.enqueue_many([*batch, {"task": add, "priority": 1000}])
     assert gc.isenabled(), "a failed call must resume the collector too"
     gc.disable()
     try:
-        pgqueue.enqueue_many([{"task": add, "args": [2, 2]}])
+        pgqueue.enqueue_many(batch)
         assert not gc.isenabled(), "the application turned it off; it stays off"
     finally:
         gc.enable()
+
+
+def test_concurrent_enqueue_many_calls_leave_the_collector_on(transactional_db):
+    errors = []
+
+    def enqueue_batches():
+        try:
+            for _ in range(3):
+                pgqueue.enqueue_many([{"task": add, "args": [i, i]} for i in range(1000)])
+        except Exception as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=enqueue_batches) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert gc.isenabled()
+    assert Job.objects.count() == 12_000
 
 
 def test_get_result_works_for_any_job(transactional_db):
