@@ -14,3 +14,9 @@ def noop():
 def stamp():
     """Returns the wall-clock time at its first line, for wake-up latency."""
     return time.time()
+
+
+@task
+def sleep_for(seconds):
+    """Keeps one of the worker's slots busy, for wake-up latency on a busy worker."""
+    time.sleep(seconds)
