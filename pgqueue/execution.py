@@ -57,8 +57,8 @@ def error_of(exc: BaseException) -> dict[str, Any]:
     kind = type(exc)
     return {
         "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
-        "traceback": jsonutil.without_nul("".join(format_exception(exc))),
-        "message": jsonutil.without_nul(str(exc)[:2000]),
+        "traceback": jsonutil.storable_text("".join(format_exception(exc))),
+        "message": jsonutil.storable_text(str(exc)[:2000]),
     }
 
 

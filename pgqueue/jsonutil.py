@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from typing import Any
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -10,6 +11,23 @@ _UNCHANGED = frozenset((str, int, bool, type(None)))
 #: PostgreSQL's jsonb and text cannot hold U+0000, so no stored string may contain it.
 _NUL = "\x00"
 _NUL_PROBLEM = "a NUL character (\\u0000), which PostgreSQL cannot store"
+#: Nor can text that is not valid Unicode: a lone surrogate has no UTF-8 encoding.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL cannot store the string ``text``, or None."""
+    if _NUL in text:
+        return _NUL_PROBLEM
+    if not text.isascii() and (match := _SURROGATE.search(text)):
+        return (
+            f"an unpaired surrogate ({ascii(match.group())[1:-1]}), which is not valid Unicode text"
+        )
+    return None
+
+
+def _storable(text: str) -> bool:
+    return _NUL not in text and (text.isascii() or not _SURROGATE.search(text))
 
 
 def is_flat(value: Any) -> bool:
@@ -19,15 +37,15 @@ def is_flat(value: Any) -> bool:
     general ones."""
     if type(value) is list:
         return all(
-            (kind := type(item)) in _UNCHANGED and (kind is not str or _NUL not in item)
+            (kind := type(item)) in _UNCHANGED and (kind is not str or _storable(item))
             for item in value
         )
     if type(value) is dict:
         return all(
             type(key) is str
-            and _NUL not in key
+            and _storable(key)
             and (kind := type(item)) in _UNCHANGED
-            and (kind is not str or _NUL not in item)
+            and (kind is not str or _storable(item))
             for key, item in value.items()
         )
     return False
@@ -43,8 +61,8 @@ def find_non_json(value: Any, path: str) -> str | None:
         item, parent, key = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             return f"{_path(parent, key)} is {item!r}, which JSON cannot represent"
-        if isinstance(item, str) and _NUL in item:
-            return f"{_path(parent, key)} contains {_NUL_PROBLEM}"
+        if isinstance(item, str) and (problem := text_problem(item)):
+            return f"{_path(parent, key)} contains {problem}"
         if isinstance(item, _SCALARS):
             continue
         where = (parent, key)
@@ -54,8 +72,8 @@ def find_non_json(value: Any, path: str) -> str | None:
             for k, v in item.items():
                 if not isinstance(k, str):
                     return f"{_path(parent, key)} has a non-string key {k!r}"
-                if _NUL in k:
-                    return f"{_path(parent, key)} has a key {k!r} that contains {_NUL_PROBLEM}"
+                if problem := text_problem(k):
+                    return f"{_path(parent, key)} has a key {k!r} that contains {problem}"
                 stack.append((v, where, repr(k)))
         else:
             return (
@@ -74,10 +92,14 @@ def _path(parent: Any, key: Any) -> str:
     return key + "".join(reversed(parts))
 
 
-def without_nul(text: str) -> str:
-    """``text`` with each NUL character written as the four characters \\x00, so that
-    PostgreSQL can store it (for error messages and tracebacks, which are not job data)."""
-    return text.replace(_NUL, "\\x00")
+def storable_text(text: str) -> str:
+    """``text`` with each NUL written as the four characters \\x00 and each unpaired
+    surrogate as its \\u escape, so that PostgreSQL can store it (for error messages
+    and tracebacks, which are not job data and must be stored whatever they hold)."""
+    text = text.replace(_NUL, "\\x00")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _short_repr(value: Any) -> str:
@@ -95,6 +117,7 @@ def dumps(value: Any, path: str) -> str:
 
 def normalize(value: Any, path: str) -> Any:
     """Return ``value`` as it will come back from storage (tuples become lists); TypeError if not JSON."""
-    if type(value) in _UNCHANGED and not (type(value) is str and _NUL in value):
+    kind = type(value)
+    if kind in _UNCHANGED and (kind is not str or _storable(value)):
         return value
     return json.loads(dumps(value, path))

@@ -113,11 +113,11 @@ def new_job(
     if unique_key is not None and (
         not isinstance(unique_key, str)
         or not 1 <= len(unique_key) <= MAX_UNIQUE_KEY_LENGTH
-        or "\x00" in unique_key
+        or jsonutil.text_problem(unique_key)
     ):
         raise InvalidJob(
             f"{where}: unique_key must be a string of 1 to {MAX_UNIQUE_KEY_LENGTH} characters "
-            f"without NUL, got {unique_key!r}"
+            f"of valid text without NUL, got {unique_key!r}"
         )
     return NewJob(
         task_path=task_path,

@@ -104,18 +104,24 @@ BAD_INPUT = [
     (
         {"unique_key": ""},
         InvalidJob,
-        "pgqueue.enqueue: unique_key must be a string of 1 to 255 characters without NUL, got ''",
+        "pgqueue.enqueue: unique_key must be a string of 1 to 255 characters of valid text "
+        "without NUL, got ''",
     ),
     (
         {"unique_key": "a\x00"},
         InvalidJob,
-        "pgqueue.enqueue: unique_key must be a string of 1 to 255 characters without NUL, "
-        "got 'a\\x00'",
+        "pgqueue.enqueue: unique_key must be a string of 1 to 255 characters of valid text "
+        "without NUL, got 'a\\x00'",
     ),
     (
         {"args": ["ok", "a\x00b"]},
         TypeError,
         "args[1] contains a NUL character (\\u0000), which PostgreSQL cannot store",
+    ),
+    (
+        {"args": [["\ud800"]]},
+        TypeError,
+        "args[0][0] contains an unpaired surrogate (\\ud800), which is not valid Unicode text",
     ),
     (
         {"kwargs": {"k": [{"k\x00": 1}]}},

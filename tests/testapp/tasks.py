@@ -60,13 +60,14 @@ def returns_object():
 
 
 @task
-def returns_nul():
-    return {"text": "a\x00b"}
+def returns_char(code):
+    """A result holding chr(code): a character PostgreSQL may not be able to store."""
+    return {"text": f"a{chr(code)}b"}
 
 
 @task(max_attempts=1)
-def raises_nul():
-    raise ValueError("bad \x00 byte")
+def raises_char(code):
+    raise ValueError(f"bad {chr(code)} here")
 
 
 @task

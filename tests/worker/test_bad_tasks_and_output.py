@@ -8,8 +8,8 @@ import pgqueue
 from pgqueue.models import Job
 from tests.testapp.tasks import (
     add,
-    raises_nul,
-    returns_nul,
+    raises_char,
+    returns_char,
     returns_object,
     stream,
     stream_until_file,
@@ -52,25 +52,34 @@ def test_non_json_result_fails_the_job_clearly(run_burst):
     assert "return value" in row.errors[0]["message"]
 
 
-def test_a_result_postgresql_cannot_store_fails_only_its_own_job(run_burst):
-    """A NUL character in a result used to make every write of the worker's outcome
-    batch fail, and the worker retried that batch forever."""
-    bad = returns_nul.enqueue()
+@pytest.mark.parametrize(
+    ("code", "problem"),
+    [(0, "a NUL character"), (0xD800, "an unpaired surrogate (\\ud800)")],
+    ids=["nul", "surrogate"],
+)
+def test_a_result_postgresql_cannot_store_fails_only_its_own_job(run_burst, code, problem):
+    """Such a result used to make every write of the worker's outcome batch fail (a NUL:
+    DataError, retried forever; a lone surrogate: UnicodeEncodeError, which killed the
+    thread that stores outcomes)."""
+    bad = returns_char.enqueue(code)
     good = [add.enqueue(i, 1) for i in range(5)]
     run_burst("--concurrency", "8")
     row = job(bad.id)
     assert (row.status, row.attempts) == ("failed", 1)
     assert row.errors[0]["exception_class_path"] == "pgqueue.exceptions.ResultNotJSON"
-    assert "the return value['text'] contains a NUL character" in row.errors[0]["message"]
+    assert f"the return value['text'] contains {problem}" in row.errors[0]["message"]
     assert [job(r.id).result for r in good] == [i + 1 for i in range(5)]
 
 
-def test_an_error_message_with_a_nul_character_is_stored(run_burst):
-    result = raises_nul.enqueue()
+@pytest.mark.parametrize(
+    ("code", "stored"), [(0, "\\x00"), (0xD800, "\\ud800")], ids=["nul", "surrogate"]
+)
+def test_an_error_message_postgresql_cannot_store_is_stored_escaped(run_burst, code, stored):
+    result = raises_char.enqueue(code)
     run_burst()
     row = job(result.id)
-    assert (row.status, row.errors[0]["message"]) == ("failed", "bad \\x00 byte")
-    assert "ValueError: bad \\x00 byte" in row.errors[0]["traceback"]
+    assert (row.status, row.errors[0]["message"]) == ("failed", f"bad {stored} here")
+    assert f"ValueError: bad {stored} here" in row.errors[0]["traceback"]
 
 
 def test_generator_output_is_stored(run_burst):
