@@ -31,6 +31,11 @@ class ResultNotJSON(PgQueueError, TypeError):
     """A task returned (or yielded) a value that cannot be stored as JSON."""
 
 
+class OutcomeNotStored(PgQueueError):
+    """The worker could not store an attempt's outcome (the database refused it for good);
+    the attempt is recorded as failed with this error instead, and not retried."""
+
+
 class WorkerLost(PgQueueError):
     """Recorded (by the SQL reaper) for an attempt whose worker died or stopped mid-job."""
 

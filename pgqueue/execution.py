@@ -25,13 +25,13 @@ from django.utils import timezone
 from pgqueue import jsonutil, registry
 from pgqueue.backend import PgQueueBackend, PgQueueTaskResult, job_result
 from pgqueue.drivers.base import ClaimedJob
-from pgqueue.exceptions import ResultNotJSON, TaskNotAllowed, TaskTimeout
+from pgqueue.exceptions import OutcomeNotStored, ResultNotJSON, TaskNotAllowed, TaskTimeout
 
 #: Appends yielded values to the job's stored output; returns False if the lease was lost.
 OutputSink = Callable[[list[Any]], bool]
 
 #: Failures that would repeat identically, so they are not retried.
-_NOT_RETRIED = (TaskNotAllowed, ResultNotJSON)
+_NOT_RETRIED = (TaskNotAllowed, ResultNotJSON, OutcomeNotStored)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from django.db import DatabaseError, InterfaceError
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError
 from django.utils import timezone
 from psycopg_pool import PoolTimeout
 
@@ -37,8 +37,8 @@ from pgqueue.checks import check_sql_version
 from pgqueue.conf import WorkerSettings
 from pgqueue.drivers import get_driver
 from pgqueue.drivers.base import ClaimedJob, Driver
-from pgqueue.exceptions import SchemaVersionMismatch, WorkerNotRegistered
-from pgqueue.execution import Outcome
+from pgqueue.exceptions import OutcomeNotStored, SchemaVersionMismatch, WorkerNotRegistered
+from pgqueue.execution import Outcome, failure
 from pgqueue.isolation import ProcessRunner, Runner, RunningJob, ThreadRunner
 
 logger = logging.getLogger("pgqueue.worker")
@@ -51,6 +51,21 @@ _DB_ERRORS: tuple[type[BaseException], ...] = (
     PoolTimeout,
     OSError,
 )
+
+#: Errors no retry can cure when storing an outcome: the database refused a value. Every
+#: other database error (an outage, a failover's read-only phase) is retried.
+_REFUSED_BY_DATABASE: tuple[type[BaseException], ...] = (
+    DataError,
+    IntegrityError,
+    psycopg.DataError,
+    psycopg.IntegrityError,
+)
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether storing an outcome failed for good: refused, or not even sent (a bug)."""
+    return isinstance(exc, _REFUSED_BY_DATABASE) or not isinstance(exc, _DB_ERRORS)
+
 
 #: Exit statuses of ``run()``.
 EXIT_OK = 0
@@ -343,13 +358,27 @@ class Worker:
             self._write_outcomes(batch)
 
     def _write_outcomes(self, batch: list[tuple[RunningJob, Outcome]]) -> None:
-        """Store a batch of outcomes, retrying through database outages until all are written."""
+        """Store a batch of outcomes, retrying through database outages until all are written.
+
+        An error a retry cannot cure (the database refused a value) would otherwise be
+        retried forever, holding up every outcome of this worker: the batch is then
+        written one outcome at a time, so that only the culprit's attempt is affected.
+        """
         backoff = Backoff(base=0.1, cap=5.0)
         pending = list(batch)
         while pending:
             try:
                 self._write_pending(pending)
-            except _DB_ERRORS as exc:
+            except Exception as exc:
+                if _refused(exc):
+                    logger.exception(
+                        "could not store %d job outcome(s); storing them one at a time",
+                        len(pending),
+                    )
+                    for item in list(pending):
+                        self._write_alone(*item)
+                        _forget(pending, [item])
+                    continue
                 delay = backoff.next_delay()
                 logger.warning(
                     "could not store %d job outcome(s) (%s); retrying in %.2fs",
@@ -358,6 +387,48 @@ class Worker:
                     delay,
                 )
                 time.sleep(delay)
+
+    def _write_alone(self, running: RunningJob, outcome: Outcome) -> None:
+        """Store one outcome; if the database refuses it for good, record the attempt as
+        failed with OutcomeNotStored instead, and if even that is refused, give up on it
+        (the job stays with this worker until it stops, when it is handled as lost)."""
+        backoff = Backoff(base=0.1, cap=5.0)
+        replaced = False
+        while True:
+            try:
+                self._write_pending([(running, outcome)])
+                return
+            except Exception as exc:
+                if not _refused(exc):
+                    delay = backoff.next_delay()
+                    logger.warning(
+                        "could not store the outcome of job %s (%s); retrying in %.2fs",
+                        running.job.id,
+                        exc,
+                        delay,
+                    )
+                    time.sleep(delay)
+                    continue
+                if replaced:
+                    logger.exception("could not record job %s as failed; giving up", running.job.id)
+                    self._free([(running, outcome)])
+                    return
+                logger.error(
+                    "job %s %s: the database refused its outcome '%s' (%s); recording the "
+                    "attempt as failed",
+                    running.job.id,
+                    running.job.task_path,
+                    outcome.summary,
+                    exc,
+                )
+                outcome = failure(
+                    OutcomeNotStored(
+                        f"the worker could not store this attempt's outcome "
+                        f"({outcome.summary}): {type(exc).__name__}: {exc}"
+                    ),
+                    outcome.duration,
+                )
+                replaced = True
 
     def _write_pending(self, pending: list[tuple[RunningJob, Outcome]]) -> None:
         """Write outcomes, removing each from ``pending`` once stored (so a retry skips it)."""
