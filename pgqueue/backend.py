@@ -18,7 +18,7 @@ from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask
 
-from pgqueue import registry
+from pgqueue import jsonutil, registry
 from pgqueue.queues import QUEUE_NAME_RULE, is_valid_queue_name
 from pgqueue.validation import MAX_ATTEMPTS_LIMIT, is_attempt_count
 
@@ -98,6 +98,12 @@ class PgQueueTaskResult(TaskResult):
     output: list[Any] = field(default_factory=list)
     max_attempts: int = 0
     run_after: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Django copies args and kwargs into their JSON form; flat ones (most) are in it
+        # already, and the copy was a tenth of a bulk enqueue's Python time.
+        if not (jsonutil.is_flat(self.args) and jsonutil.is_flat(self.kwargs)):
+            TaskResult.__post_init__(self)
 
     def refresh(self) -> None:
         """Reload the stored job, pgqueue's fields included."""

@@ -81,7 +81,9 @@ def new_job(
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, dict):
         raise TypeError(f"{where}: kwargs must be a dict, got {type(kwargs).__name__}")
+    # Copies, so that the job and its result handle keep what was enqueued.
     args = list(args)
+    kwargs = dict(kwargs)
     size = _jsonb_text_bytes(args, "args") + _jsonb_text_bytes(kwargs, "kwargs")
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidJob(

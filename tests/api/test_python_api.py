@@ -186,6 +186,21 @@ def test_concurrent_enqueue_many_calls_leave_the_collector_on(transactional_db):
     assert Job.objects.count() == 12_000
 
 
+def test_a_result_handle_shows_what_was_enqueued(transactional_db):
+    args, kwargs = [1, (2, 3)], {"n": 1}
+    result = pgqueue.enqueue("app.tasks.work", args, kwargs)
+    args.append(4)
+    kwargs["n"] = 2
+    assert (result.args, result.kwargs) == ([1, [2, 3]], {"n": 1}), "JSON form, and a copy"
+    flat_args, flat_kwargs = [1, "a"], {"n": 1}
+    [bulk] = pgqueue.enqueue_many(
+        [{"task": "app.tasks.work", "args": flat_args, "kwargs": flat_kwargs}]
+    )
+    flat_args.append(2)
+    flat_kwargs["n"] = 2
+    assert (bulk.args, bulk.kwargs) == ([1, "a"], {"n": 1})
+
+
 def test_get_result_works_for_any_job(transactional_db):
     unknown = pgqueue.enqueue("billing.tasks.not_installed_here", [1])
     result = pgqueue.get_result(unknown.id)
