@@ -379,14 +379,7 @@ class Worker:
                         self._write_alone(*item)
                         _forget(pending, [item])
                     continue
-                delay = backoff.next_delay()
-                logger.warning(
-                    "could not store %d job outcome(s) (%s); retrying in %.2fs",
-                    len(pending),
-                    exc,
-                    delay,
-                )
-                time.sleep(delay)
+                _wait_to_retry(backoff, f"{len(pending)} job outcome(s)", exc)
 
     def _write_alone(self, running: RunningJob, outcome: Outcome) -> None:
         """Store one outcome; if the database refuses it for good, record the attempt as
@@ -400,14 +393,7 @@ class Worker:
                 return
             except Exception as exc:
                 if not _refused(exc):
-                    delay = backoff.next_delay()
-                    logger.warning(
-                        "could not store the outcome of job %s (%s); retrying in %.2fs",
-                        running.job.id,
-                        exc,
-                        delay,
-                    )
-                    time.sleep(delay)
+                    _wait_to_retry(backoff, f"the outcome of job {running.job.id}", exc)
                     continue
                 if replaced:
                     logger.exception("could not record job %s as failed; giving up", running.job.id)
@@ -590,6 +576,13 @@ class Worker:
                 )
             except _DB_ERRORS as exc:
                 logger.warning("could not give unfinished jobs back (%s); the reaper will", exc)
+
+
+def _wait_to_retry(backoff: Backoff, what: str, exc: Exception) -> None:
+    """Log a write that a retry may cure, and sleep the backoff's next delay."""
+    delay = backoff.next_delay()
+    logger.warning("could not store %s (%s); retrying in %.2fs", what, exc, delay)
+    time.sleep(delay)
 
 
 def _is_connection_problem(exc: SchemaVersionMismatch) -> bool:
